@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, sessions, the tenant-scoping helper and Alembic migrations."""

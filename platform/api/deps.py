@@ -1,0 +1,146 @@
+"""Request dependencies: database session, authentication, roles, rate limits, idempotency.
+
+Authorisation is always a dependency (``Admin``, ``TenantCtx``), never an ``if`` in a route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from moeplane.api.idempotency import IdempotencyGuard
+from moeplane.config import Settings
+from moeplane.errors import Forbidden, RateLimited, Unauthenticated
+from moeplane.limits import Limiter
+from moeplane.store.audit import Actor
+from moeplane.store.keys import authenticate
+from moeplane.store.models import ApiKey, Quota, Tenant
+from moeplane.store.tenants import ensure_active
+
+__all__ = [
+    "Admin",
+    "AdminCtx",
+    "DbSession",
+    "Idempotency",
+    "Pagination",
+    "Principal",
+    "TenantCtx",
+    "TenantScope",
+]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One transaction per request, committed before the response is sent."""
+    with request.app.state.db.session() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
+
+
+@dataclass
+class Principal:
+    key: ApiKey
+    tenant: Tenant | None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.key.id, self.key.role, self.key.tenant_id)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Missing API key: send 'Authorization: Bearer mp-...'")
+    return token.strip()
+
+
+def get_principal(request: Request, db: DbSession) -> Principal:
+    key, tenant = authenticate(db, _bearer(request))
+    return Principal(key=key, tenant=tenant)
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.key.role != "admin":
+        raise Forbidden("This route needs an admin key", code="admin_required")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+AdminCtx = Admin
+
+
+@dataclass
+class TenantScope:
+    """An authenticated, active tenant, its quota and its key; the filter for every query."""
+
+    tenant: Tenant
+    quota: Quota
+    key: ApiKey
+
+    @property
+    def id(self) -> str:
+        return self.tenant.id
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.key.id, "tenant", self.tenant.id)
+
+
+def _limiter(request: Request) -> Limiter:
+    return request.app.state.limiter
+
+
+def take_rate(limiter: Limiter, key: str, amount: int, per_minute: int, what: str) -> None:
+    decision = limiter.take(key, amount, per_minute)
+    if not decision.allowed:
+        raise RateLimited(
+            f"Rate limit reached: {per_minute} {what} per minute",
+            retry_after_s=decision.retry_after_s,
+        )
+
+
+def require_tenant(
+    request: Request, db: DbSession, principal: Annotated[Principal, Depends(get_principal)]
+) -> TenantScope:
+    if principal.key.role != "tenant" or principal.tenant is None:
+        raise Forbidden("This route needs a tenant key", code="tenant_required")
+    ensure_active(principal.tenant)
+    quota = db.get(Quota, principal.tenant.id)
+    assert quota is not None, "every tenant has a quota row"
+    take_rate(_limiter(request), f"{principal.tenant.id}:rpm", 1, quota.rpm, "requests")
+    return TenantScope(tenant=principal.tenant, quota=quota, key=principal.key)
+
+
+TenantCtx = Annotated[TenantScope, Depends(require_tenant)]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    after: str | None
+
+
+def _page_params(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    after: Annotated[
+        str | None, Query(max_length=64, description="Cursor: the last id of the previous page")
+    ] = None,
+) -> PageParams:
+    return PageParams(limit=limit, after=after)
+
+
+Pagination = Annotated[PageParams, Depends(_page_params)]
+
+
+def _idempotency(request: Request, db: DbSession) -> IdempotencyGuard:
+    settings: Settings = request.app.state.settings
+    return IdempotencyGuard(request, db, ttl_s=settings.idempotency_ttl_s)
+
+
+Idempotency = Annotated[IdempotencyGuard, Depends(_idempotency)]

@@ -1,0 +1,1 @@
+"""Public API schemas, by resource and by direction of data (Create, Update, Public)."""

@@ -1,0 +1,154 @@
+"""SQLAlchemy 2.0 ORM models. Every tenant-owned table carries ``tenant_id``.
+
+Counters that behave like money (tokens, bytes, compute) are integers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "IdempotencyRecord",
+    "Quota",
+    "Tenant",
+    "UsageCounter",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # active | suspended | deleted (deleted tenants keep their history but vanish from the API)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    # Fair-share weight for the fine-tuning scheduler.
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # NULL for platform operators (role admin).
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))  # admin | tenant
+    name: Mapped[str] = mapped_column(String(100), default="")
+    # First characters of the key, safe to show ("mp-3f9a2c"); the key itself is never stored.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Quota(Base):
+    __tablename__ = "quotas"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_concurrent_jobs: Mapped[int] = mapped_column(Integer, default=2)
+    # Fine-tuning compute per calendar month, in units of 1e9 token x active-parameter products.
+    compute_budget: Mapped[int] = mapped_column(BigInteger, default=1_000_000)
+    max_deployments: Mapped[int] = mapped_column(Integer, default=2)
+    max_replicas: Mapped[int] = mapped_column(Integer, default=4)
+    rpm: Mapped[int] = mapped_column(Integer, default=600)
+    tpm: Mapped[int] = mapped_column(Integer, default=100_000)
+    monthly_tokens: Mapped[int] = mapped_column(BigInteger, default=10_000_000)
+    max_file_bytes: Mapped[int] = mapped_column(BigInteger, default=100 * 1024 * 1024)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=10 * 1024 * 1024 * 1024)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UsageCounter(Base):
+    """Per tenant, kind and UTC day; months are sums of days."""
+
+    __tablename__ = "usage"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "period", name="uq_usage_bucket"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # e.g. prompt_tokens, completion_tokens, training_tokens, compute, storage_bytes
+    kind: Mapped[str] = mapped_column(String(40))
+    period: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_tenant", "tenant_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_key_id: Mapped[str | None] = mapped_column(String(40))
+    actor_role: Mapped[str] = mapped_column(String(16))  # admin | tenant | system
+    tenant_id: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(64))  # e.g. tenant.create, key.revoke
+    target_id: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IdempotencyRecord(Base):
+    """The response to a creating POST, replayed for the same Idempotency-Key and body."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(40))  # tenant id, or "admin"
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
+    status_code: Mapped[int] = mapped_column(Integer, default=0)
+    response: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
