@@ -1,0 +1,138 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when MOEPLANE_TEST_DATABASE_URL is
+set), the API app over them, and a live uvicorn server for concurrency tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from moeplane.api.app import create_app
+from moeplane.config import Settings
+from moeplane.limits import MemoryLimiter
+from moeplane.store.db import Database
+from moeplane.store.migrate import upgrade
+from moeplane.store.models import Base
+
+PG_URL = os.environ.get("MOEPLANE_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("MOEPLANE_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating once is the slow part)."""
+    path = tmp_path_factory.mktemp("template") / "moeplane.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_migrated() -> str:
+    if not PG_URL:
+        pytest.skip("MOEPLANE_TEST_DATABASE_URL is not set (PostgreSQL tests run in CI)")
+    db = Database(PG_URL)
+    with db.engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.dispose()
+    upgrade(PG_URL)
+    return PG_URL
+
+
+def _truncate_all(db: Database) -> None:
+    names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A freshly migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "moeplane.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        db = Database(f"sqlite:///{path}")
+    else:
+        db = Database(request.getfixturevalue("pg_migrated"))
+        _truncate_all(db)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: Database) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database.url, redis_url=None)
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database):
+    return create_app(settings, db=database, limiter=MemoryLimiter())
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_headers(database: Database) -> dict[str, str]:
+    from tests.factories import make_admin_key
+
+    return make_admin_key(database)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """A real uvicorn server in a thread: real sockets, real concurrency."""
+
+    def __init__(self, app) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise TimeoutError("live server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server_factory():
+    servers: list[LiveServer] = []
+
+    def start(app) -> LiveServer:
+        server = LiveServer(app).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__()

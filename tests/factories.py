@@ -1,0 +1,40 @@
+"""Test data made through the domain layer (the same functions the API uses)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from moeplane.store.db import Database
+from moeplane.store.keys import issue_key
+from moeplane.store.tenants import create_tenant
+
+_counter = itertools.count(1)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def make_admin_key(db: Database) -> dict[str, str]:
+    with db.session() as session:
+        issued = issue_key(session, tenant_id=None, role="admin", name="test-admin")
+    return bearer(issued.secret)
+
+
+@dataclass
+class TenantFixture:
+    id: str
+    key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.key)
+
+
+def make_tenant(db: Database, name: str | None = None, **quota: int) -> TenantFixture:
+    with db.session() as session:
+        tenant = create_tenant(session, name=name or f"tenant-{next(_counter)}", quota=quota)
+        issued = issue_key(session, tenant_id=tenant.id, role="tenant", name="test")
+    return TenantFixture(id=tenant.id, key=issued.secret, key_id=issued.record.id)
