@@ -1,0 +1,97 @@
+"""``experts``: the whole expert computation, permute -> SwiGLU -> unpermute.
+
+Picks the backend (Triton on CUDA for inference, the torch path otherwise)
+and handles ``expert_range`` -- the contiguous slice of experts an expert
+shard owns.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from moeplane.kernels import torch_path, triton_path
+from moeplane.kernels.permute import permute, unpermute
+
+__all__ = ["experts"]
+
+_BACKENDS = ("auto", "torch", "triton")
+
+
+def experts(
+    hidden: torch.Tensor,
+    gate_up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+    weights: torch.Tensor,
+    expert_ids: torch.Tensor,
+    *,
+    expert_range: tuple[int, int] | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Weighted sum of SwiGLU experts for each token, in transformers' layout.
+
+    Args:
+        hidden: ``(tokens, H)``.
+        gate_up_proj: ``(E_w, 2I, H)``: gate rows ``[:I]``, up rows ``[I:]``.
+        down_proj: ``(E_w, H, I)``.
+        weights: ``(tokens, top_k)`` routing weights (from ``route``).
+        expert_ids: ``(tokens, top_k)`` *global* expert ids.
+        expert_range: ``(start, stop)``: compute only experts ``start..stop-1``
+            and return their partial sum (pairs routed elsewhere add zero).
+            The weights may hold either all experts (``E_w >= stop``, sliced
+            here without a copy) or only the shard's slice
+            (``E_w == stop - start``, local index ``id - start``). When both
+            readings fit (``start == 0``) they are the same thing.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (Triton needs the
+            package, and a GPU or ``TRITON_INTERPRET=1``; no autograd).
+
+    Returns:
+        ``(tokens, H)`` in ``hidden``'s dtype. Differentiable w.r.t. ``hidden``,
+        ``weights``, ``gate_up_proj`` and ``down_proj`` on the torch backend.
+    """
+    assert hidden.dim() == 2, f"hidden must be (tokens, H), got {tuple(hidden.shape)}"
+    assert weights.shape == expert_ids.shape and weights.size(0) == hidden.size(0)
+    assert gate_up_proj.dim() == 3 and down_proj.dim() == 3
+    assert gate_up_proj.size(0) == down_proj.size(0)
+    assert gate_up_proj.size(1) == 2 * down_proj.size(2), "gate_up must be (E, 2I, H)"
+    assert gate_up_proj.size(2) == down_proj.size(1) == hidden.size(1)
+    assert backend in _BACKENDS, f"backend must be one of {_BACKENDS}"
+
+    gate_up_proj, down_proj, num_experts, start = _shard_weights(
+        gate_up_proj, down_proj, expert_range
+    )
+    out_dtype = hidden.dtype
+    x = hidden.to(gate_up_proj.dtype)  # transformers casts activations to the weights' dtype
+
+    if backend == "triton" or (backend == "auto" and _auto_triton(x)):
+        out = triton_path.fused_experts(x, gate_up_proj, down_proj, weights, expert_ids, start)
+        return out.to(out_dtype)
+
+    plan = permute(expert_ids, start + num_experts)
+    lo, hi = plan.row_range(None if expert_range is None else (start, start + num_experts))
+    counts = plan.counts[start : start + num_experts]  # (G,)
+    rows = x[plan.token_index[lo:hi]]  # (hi - lo, H)
+    strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts)
+    expert_out = torch_path.swiglu_experts_sorted(rows, gate_up_proj, down_proj, counts, strategy)
+    return unpermute(expert_out, weights, plan, rows=(lo, hi)).to(out_dtype)
+
+
+def _shard_weights(
+    gate_up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+    expert_range: tuple[int, int] | None,
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """The weights of the experts to compute, their count and first global id."""
+    if expert_range is None:
+        return gate_up_proj, down_proj, gate_up_proj.size(0), 0
+    start, stop = expert_range
+    assert 0 <= start <= stop, f"bad expert_range {expert_range}"
+    held = gate_up_proj.size(0)
+    if held == stop - start:  # the shard's own slice
+        return gate_up_proj, down_proj, held, start
+    assert held >= stop, f"weights hold {held} experts: neither all of them nor {expert_range}"
+    return gate_up_proj[start:stop], down_proj[start:stop], stop - start, start
+
+
+def _auto_triton(x: torch.Tensor) -> bool:
+    # Triton is forward-only here: under autograd the torch path runs.
+    return x.is_cuda and triton_path.is_available() and not torch.is_grad_enabled()

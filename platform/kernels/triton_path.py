@@ -1,0 +1,239 @@
+"""Triton experts for CUDA, in the style of vLLM's ``fused_moe``.
+
+The one place Triton is imported: without it (or without a GPU and without
+``TRITON_INTERPRET=1``) ``is_available()`` is False and nothing here runs.
+
+Pipeline: a block-aligned sort (each expert's rows padded to ``BLOCK_M`` so a
+program block never mixes experts), then one kernel per GEMM:
+
+1. ``gate_up`` kernel: gathers token rows, computes the gate and up tiles of
+   the same columns and writes ``silu(gate) * up`` -- the ``(R, 2I)``
+   pre-activation never reaches memory.
+2. ``down`` kernel: multiplies by the routing weight and writes each (token,
+   k) row in routing order; a ``sum`` over ``top_k`` finishes (deterministic,
+   no atomics).
+
+Forward only: under autograd the torch path runs (see api.experts).
+Kernels are built on first use, so ``TRITON_INTERPRET`` is honoured even when
+it is set after ``moeplane.kernels`` was imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+try:  # the single guard for the optional dependency
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the environment
+    triton = None
+    tl = None
+
+__all__ = ["BLOCK_CONFIGS", "align_block_size", "fused_experts", "is_available"]
+
+# Tuned block sizes are data: keyed by the largest mean rows per expert they
+# serve. Untuned on real GPUs (no GPU in this project's CI); vLLM's defaults.
+BLOCK_CONFIGS: tuple[tuple[float, dict[str, int]], ...] = (
+    (16.0, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64}),
+    (128.0, {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}),
+    (float("inf"), {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}),
+)
+
+
+def is_available() -> bool:
+    """Triton installed, and a GPU or the CPU interpreter to run it on."""
+    if triton is None:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pick_config(rows_per_expert: float) -> dict[str, int]:
+    for limit, config in BLOCK_CONFIGS:
+        if rows_per_expert <= limit:
+            return config
+    raise AssertionError("BLOCK_CONFIGS must end with an unbounded entry")
+
+
+def align_block_size(
+    expert_ids: torch.Tensor, num_experts: int, start: int, block_m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """vLLM's ``moe_align_block_size`` in torch, without a host sync.
+
+    Returns:
+        ``sorted_rows``: ``(P,)`` flat (token * top_k + k) row of each padded
+        slot, ``S`` (one past the last row) for padding; and
+        ``block_expert``: ``(P // block_m,)`` local expert of each block,
+        ``-1`` for unused blocks. ``P`` is the worst case
+        ``S + num_experts * (block_m - 1)`` rounded up to ``block_m``.
+    """
+    num_rows = expert_ids.numel()
+    device = expert_ids.device
+    local = expert_ids.reshape(-1) - start  # (S,)
+    owned = (local >= 0) & (local < num_experts)
+    local = torch.where(owned, local, num_experts)  # others sort last, into a dropped bin
+    sorted_local, order = torch.sort(local, stable=True)  # (S,), (S,)
+    counts = torch.bincount(local, minlength=num_experts + 1)[:num_experts]  # (G,)
+    padded = (counts + block_m - 1) // block_m * block_m  # (G,)
+    pad_start = torch.cumsum(padded, 0) - padded  # (G,)
+    row_start = torch.cumsum(counts, 0) - counts  # (G,)
+    capacity = num_rows + num_experts * (block_m - 1)
+    capacity = (capacity + block_m - 1) // block_m * block_m
+    sorted_rows = torch.full((capacity,), num_rows, dtype=torch.int64, device=device)
+    keep = sorted_local < num_experts  # (S,)
+    expert = sorted_local[keep]  # (S_owned,)
+    position = torch.arange(num_rows, device=device)[keep]  # (S_owned,)
+    slot = pad_start[expert] + position - row_start[expert]  # (S_owned,)
+    sorted_rows[slot] = order[keep]
+    blocks_per_expert = padded // block_m  # (G,)
+    block_expert = torch.full((capacity // block_m,), -1, dtype=torch.int64, device=device)
+    used = torch.repeat_interleave(
+        torch.arange(num_experts, device=device), blocks_per_expert, output_size=None
+    )  # (used_blocks,)
+    block_expert[: used.numel()] = used
+    return sorted_rows, block_expert
+
+
+def fused_experts(
+    hidden: torch.Tensor,
+    gate_up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+    weights: torch.Tensor,
+    expert_ids: torch.Tensor,
+    start: int = 0,
+    config: dict[str, int] | None = None,
+) -> torch.Tensor:
+    """Same contract as ``api.experts`` (weights already sliced to the shard,
+    ``start`` its first global id); inference only."""
+    assert is_available(), "Triton path needs triton and a GPU (or TRITON_INTERPRET=1)"
+    gate_up_kernel, down_kernel = _kernels()
+    num_tokens, top_k = expert_ids.shape
+    num_experts, two_inter, hidden_size = gate_up_proj.shape
+    inter = two_inter // 2
+    num_rows = num_tokens * top_k
+    if config is None:
+        config = pick_config(num_rows / max(num_experts, 1))
+    block_m, block_n, block_k = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    sorted_rows, block_expert = align_block_size(expert_ids, num_experts, start, block_m)
+    hidden = hidden.contiguous()
+    gate_up_proj, down_proj = gate_up_proj.contiguous(), down_proj.contiguous()
+    flat_weights = weights.reshape(-1).to(torch.float32).contiguous()  # (S,)
+    ieee = hidden.dtype == torch.float32  # fp32 means fp32, not tf32
+
+    act = hidden.new_empty(sorted_rows.numel(), inter)  # (P, I) padded sorted order
+    grid = (block_expert.numel(), triton.cdiv(inter, block_n))
+    gate_up_kernel[grid](
+        hidden, gate_up_proj, act, sorted_rows, block_expert,
+        num_rows, top_k, hidden_size, inter,
+        hidden.stride(0), gate_up_proj.stride(0), gate_up_proj.stride(1), act.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=ieee,
+    )  # fmt: skip
+    rows_out = hidden.new_zeros(num_rows, hidden_size)  # (S, H) routing order
+    grid = (block_expert.numel(), triton.cdiv(hidden_size, block_n))
+    down_kernel[grid](
+        act, down_proj, rows_out, sorted_rows, block_expert, flat_weights,
+        num_rows, hidden_size, inter,
+        act.stride(0), down_proj.stride(0), down_proj.stride(1), rows_out.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=ieee,
+    )  # fmt: skip
+    return rows_out.view(num_tokens, top_k, hidden_size).sum(dim=1)  # (tokens, H)
+
+
+@functools.cache
+def _kernels():
+    return triton.jit(_gate_up_silu_kernel), triton.jit(_down_weighted_kernel)
+
+
+def _gate_up_silu_kernel(
+    x_ptr, w_ptr, act_ptr, sorted_rows_ptr, block_expert_ptr,
+    num_rows, top_k, hidden_size, inter,
+    stride_x, stride_we, stride_wn, stride_act,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    expert = tl.load(block_expert_ptr + pid_m)
+    if expert < 0:
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.load(sorted_rows_ptr + offs_m)
+    row_mask = rows < num_rows
+    tokens = rows // top_k
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < inter
+    offs_k = tl.arange(0, BLOCK_K)
+    w_base = w_ptr + expert.to(tl.int64) * stride_we
+    acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, hidden_size, BLOCK_K):
+        k = k0 + offs_k
+        k_mask = k < hidden_size
+        a = tl.load(
+            x_ptr + tokens[:, None] * stride_x + k[None, :],
+            mask=row_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        w_mask = k_mask[:, None] & n_mask[None, :]
+        w_gate = tl.load(w_base + offs_n[None, :] * stride_wn + k[:, None], mask=w_mask, other=0.0)
+        w_up = tl.load(
+            w_base + (offs_n[None, :] + inter) * stride_wn + k[:, None], mask=w_mask, other=0.0
+        )
+        if IEEE:
+            acc_gate += tl.dot(a, w_gate, input_precision="ieee")
+            acc_up += tl.dot(a, w_up, input_precision="ieee")
+        else:
+            acc_gate += tl.dot(a, w_gate)
+            acc_up += tl.dot(a, w_up)
+    act = acc_gate * tl.sigmoid(acc_gate) * acc_up
+    tl.store(
+        act_ptr + offs_m[:, None] * stride_act + offs_n[None, :],
+        act.to(act_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & n_mask[None, :],
+    )
+
+
+def _down_weighted_kernel(
+    act_ptr, w_ptr, out_ptr, sorted_rows_ptr, block_expert_ptr, route_w_ptr,
+    num_rows, hidden_size, inter,
+    stride_act, stride_we, stride_wn, stride_out,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    expert = tl.load(block_expert_ptr + pid_m)
+    if expert < 0:
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.load(sorted_rows_ptr + offs_m)
+    row_mask = rows < num_rows
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < hidden_size
+    offs_k = tl.arange(0, BLOCK_K)
+    w_base = w_ptr + expert.to(tl.int64) * stride_we
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, inter, BLOCK_K):
+        k = k0 + offs_k
+        k_mask = k < inter
+        a = tl.load(
+            act_ptr + offs_m[:, None] * stride_act + k[None, :],
+            mask=row_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            w_base + offs_n[None, :] * stride_wn + k[:, None],
+            mask=k_mask[:, None] & n_mask[None, :],
+            other=0.0,
+        )
+        if IEEE:
+            acc += tl.dot(a, w, input_precision="ieee")
+        else:
+            acc += tl.dot(a, w)
+    route_w = tl.load(route_w_ptr + rows, mask=row_mask, other=0.0)
+    acc = acc * route_w[:, None]
+    tl.store(
+        out_ptr + rows[:, None] * stride_out + offs_n[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & n_mask[None, :],
+    )
