@@ -5,6 +5,7 @@ uvicorn runs it as ``moeplane.api.app:create_app`` with ``--factory``.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -61,6 +62,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.db_gate = asyncio.Lock() if db.dialect == "sqlite" else None
     app.state.limiter = limiter
     app.state.redis = _redis_client(settings.redis_url)
     app.state.metrics = ApiMetrics()

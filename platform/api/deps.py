@@ -5,7 +5,8 @@ Authorisation is always a dependency (``Admin``, ``TenantCtx``), never an ``if``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -33,7 +34,26 @@ __all__ = [
 ]
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def _sqlite_gate(request: Request) -> AsyncIterator[None]:
+    """On SQLite, let one request at a time use the database.
+
+    SQLite has one writer, and our transactions take its lock up front (BEGIN IMMEDIATE). A
+    request runs its sync dependencies and route in several worker-thread hops; if every worker
+    thread were blocked waiting for the lock, the holder could not get a thread to finish, and
+    all would stall until the busy timeout. Waiting here, on the event loop, holds no thread.
+    PostgreSQL needs no gate (its pool is larger than the thread pool).
+    """
+    gate: asyncio.Lock | None = request.app.state.db_gate
+    if gate is None:
+        yield
+        return
+    async with gate:
+        yield
+
+
+def get_db(
+    request: Request, _gate: Annotated[None, Depends(_sqlite_gate, scope="function")]
+) -> Iterator[Session]:
     """One transaction per request, committed before the response is sent."""
     with request.app.state.db.session() as session:
         yield session

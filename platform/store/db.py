@@ -47,7 +47,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         )
         _sqlite_serialized_writes(engine)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=40)
+    # (10 + 40 > the API's 40 worker threads: a thread never waits for a connection
+    # while the thread holding one waits for a worker thread)
 
 
 class Database:
