@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -30,7 +31,16 @@ def _check_redis(request: Request) -> str:
     return "ok"
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is unavailable"}},
+)
 def readyz(request: Request) -> JSONResponse:
     """Every dependency this process needs answers (503 naming the ones that do not)."""
     checks: dict[str, str] = {}
@@ -46,7 +56,11 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 def metrics(request: Request) -> Response:
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST

@@ -94,7 +94,7 @@ class TenantPublic(BaseModel):
 class KeyCreate(Input):
     name: str = Field(default="", max_length=100)
     expires_at: int | None = Field(
-        default=None, ge=0, description="Unix time after which the key stops working"
+        default=None, ge=0, le=253_402_300_799, description="Unix time when the key stops working"
     )
 
 
