@@ -54,9 +54,9 @@ def _check_layout(module: torch.nn.Module) -> None:
         problems.append("needs the (E, 2I, H) concatenated [gate; up] layout")
     if getattr(module, "has_post_expert_norm", False):
         problems.append("post-expert norm not supported")
-    act = getattr(module, "act_fn", None)
-    if act is not None and not isinstance(act, torch.nn.SiLU):
-        problems.append(f"activation must be SiLU, got {type(act).__name__}")
+    hidden_act = getattr(getattr(module, "config", None), "hidden_act", "silu")
+    if hidden_act not in ("silu", "swish"):
+        problems.append(f"activation must be SiLU, got {hidden_act!r}")
     if problems:
         raise UnsupportedExpertsLayout(f"{type(module).__name__}: " + "; ".join(problems))
 

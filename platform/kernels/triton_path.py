@@ -14,23 +14,19 @@ program block never mixes experts), then one kernel per GEMM:
    no atomics).
 
 Forward only: under autograd the torch path runs (see api.experts).
-Kernels are built on first use, so ``TRITON_INTERPRET`` is honoured even when
-it is set after ``moeplane.kernels`` was imported.
+Triton itself is imported on first use (``_triton_kernels``), so importing
+``moeplane.kernels`` never imports it, and ``TRITON_INTERPRET`` only has to be
+set before that first use.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import os
 
 import torch
-
-try:  # the single guard for the optional dependency
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
 
 __all__ = ["BLOCK_CONFIGS", "align_block_size", "fused_experts", "is_available"]
 
@@ -45,7 +41,7 @@ BLOCK_CONFIGS: tuple[tuple[float, dict[str, int]], ...] = (
 
 def is_available() -> bool:
     """Triton installed, and a GPU or the CPU interpreter to run it on."""
-    if triton is None:
+    if importlib.util.find_spec("triton") is None:
         return False
     return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -120,120 +116,34 @@ def fused_experts(
     hidden = hidden.contiguous()
     gate_up_proj, down_proj = gate_up_proj.contiguous(), down_proj.contiguous()
     flat_weights = weights.reshape(-1).to(torch.float32).contiguous()  # (S,)
-    ieee = hidden.dtype == torch.float32  # fp32 means fp32, not tf32
+    # fp32 means fp32 (not TF32); the interpreter's bf16 dot is broken (triton 3.9).
+    fp32_dot = hidden.dtype == torch.float32 or os.environ.get("TRITON_INTERPRET") == "1"
 
     act = hidden.new_empty(sorted_rows.numel(), inter)  # (P, I) padded sorted order
-    grid = (block_expert.numel(), triton.cdiv(inter, block_n))
+    grid = (block_expert.numel(), _cdiv(inter, block_n))
     gate_up_kernel[grid](
         hidden, gate_up_proj, act, sorted_rows, block_expert,
         num_rows, top_k, hidden_size, inter,
         hidden.stride(0), gate_up_proj.stride(0), gate_up_proj.stride(1), act.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=ieee,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=fp32_dot,
     )  # fmt: skip
     rows_out = hidden.new_zeros(num_rows, hidden_size)  # (S, H) routing order
-    grid = (block_expert.numel(), triton.cdiv(hidden_size, block_n))
+    grid = (block_expert.numel(), _cdiv(hidden_size, block_n))
     down_kernel[grid](
         act, down_proj, rows_out, sorted_rows, block_expert, flat_weights,
         num_rows, hidden_size, inter,
         act.stride(0), down_proj.stride(0), down_proj.stride(1), rows_out.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, IEEE=ieee,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=fp32_dot,
     )  # fmt: skip
     return rows_out.view(num_tokens, top_k, hidden_size).sum(dim=1)  # (tokens, H)
 
 
 @functools.cache
 def _kernels():
-    return triton.jit(_gate_up_silu_kernel), triton.jit(_down_weighted_kernel)
+    """The jitted kernels; the one place the optional dependency is imported."""
+    module = importlib.import_module("moeplane.kernels._triton_kernels")
+    return module.gate_up_silu_kernel, module.down_weighted_kernel
 
 
-def _gate_up_silu_kernel(
-    x_ptr, w_ptr, act_ptr, sorted_rows_ptr, block_expert_ptr,
-    num_rows, top_k, hidden_size, inter,
-    stride_x, stride_we, stride_wn, stride_act,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
-):  # fmt: skip
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    expert = tl.load(block_expert_ptr + pid_m)
-    if expert < 0:
-        return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = tl.load(sorted_rows_ptr + offs_m)
-    row_mask = rows < num_rows
-    tokens = rows // top_k
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < inter
-    offs_k = tl.arange(0, BLOCK_K)
-    w_base = w_ptr + expert.to(tl.int64) * stride_we
-    acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, hidden_size, BLOCK_K):
-        k = k0 + offs_k
-        k_mask = k < hidden_size
-        a = tl.load(
-            x_ptr + tokens[:, None] * stride_x + k[None, :],
-            mask=row_mask[:, None] & k_mask[None, :],
-            other=0.0,
-        )
-        w_mask = k_mask[:, None] & n_mask[None, :]
-        w_gate = tl.load(w_base + offs_n[None, :] * stride_wn + k[:, None], mask=w_mask, other=0.0)
-        w_up = tl.load(
-            w_base + (offs_n[None, :] + inter) * stride_wn + k[:, None], mask=w_mask, other=0.0
-        )
-        if IEEE:
-            acc_gate += tl.dot(a, w_gate, input_precision="ieee")
-            acc_up += tl.dot(a, w_up, input_precision="ieee")
-        else:
-            acc_gate += tl.dot(a, w_gate)
-            acc_up += tl.dot(a, w_up)
-    act = acc_gate * tl.sigmoid(acc_gate) * acc_up
-    tl.store(
-        act_ptr + offs_m[:, None] * stride_act + offs_n[None, :],
-        act.to(act_ptr.dtype.element_ty),
-        mask=row_mask[:, None] & n_mask[None, :],
-    )
-
-
-def _down_weighted_kernel(
-    act_ptr, w_ptr, out_ptr, sorted_rows_ptr, block_expert_ptr, route_w_ptr,
-    num_rows, hidden_size, inter,
-    stride_act, stride_we, stride_wn, stride_out,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
-):  # fmt: skip
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    expert = tl.load(block_expert_ptr + pid_m)
-    if expert < 0:
-        return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = tl.load(sorted_rows_ptr + offs_m)
-    row_mask = rows < num_rows
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < hidden_size
-    offs_k = tl.arange(0, BLOCK_K)
-    w_base = w_ptr + expert.to(tl.int64) * stride_we
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, inter, BLOCK_K):
-        k = k0 + offs_k
-        k_mask = k < inter
-        a = tl.load(
-            act_ptr + offs_m[:, None] * stride_act + k[None, :],
-            mask=row_mask[:, None] & k_mask[None, :],
-            other=0.0,
-        )
-        w = tl.load(
-            w_base + offs_n[None, :] * stride_wn + k[:, None],
-            mask=k_mask[:, None] & n_mask[None, :],
-            other=0.0,
-        )
-        if IEEE:
-            acc += tl.dot(a, w, input_precision="ieee")
-        else:
-            acc += tl.dot(a, w)
-    route_w = tl.load(route_w_ptr + rows, mask=row_mask, other=0.0)
-    acc = acc * route_w[:, None]
-    tl.store(
-        out_ptr + rows[:, None] * stride_out + offs_n[None, :],
-        acc.to(out_ptr.dtype.element_ty),
-        mask=row_mask[:, None] & n_mask[None, :],
-    )
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b

@@ -1,0 +1,128 @@
+"""experts() against the loop-over-experts reference, forward and backward."""
+
+import pytest
+import torch
+
+from moeplane.kernels import experts, route, torch_path
+from tests.unit.kernels.kernels_reference import ref_experts
+
+STRATEGIES = ["auto", "grouped_mm", "expert_loop"]
+
+# (tokens, experts, top_k, hidden, inter): small hidden sizes for big token counts.
+SHAPES = [
+    (1, 4, 1, 32, 16),
+    (1, 128, 8, 64, 32),
+    (7, 8, 2, 48, 24),
+    (32, 64, 8, 64, 32),
+    (128, 16, 4, 32, 16),
+    (512, 128, 8, 16, 8),
+    (2048, 4, 2, 16, 8),
+    (2048, 64, 8, 16, 8),
+]
+
+
+def _problem(tokens, num_experts, top_k, hidden, inter, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, hidden, generator=gen)
+    gate_up = torch.randn(num_experts, 2 * inter, hidden, generator=gen) / hidden**0.5
+    down = torch.randn(num_experts, hidden, inter, generator=gen) / inter**0.5
+    weights, ids = route(torch.randn(tokens, num_experts, generator=gen), top_k, True)
+    return [t.to(dtype) for t in (x, gate_up, down, weights)] + [ids]
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request, monkeypatch):
+    if request.param != "auto":
+        monkeypatch.setattr(torch_path, "choose_strategy", lambda *a, **k: request.param)
+    return request.param
+
+
+def _tolerance(dtype):
+    return {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-4, "atol": 1e-4}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_matches_reference(shape, dtype, strategy):
+    x, gate_up, down, weights, ids = _problem(*shape, dtype)
+    out = experts(x, gate_up, down, weights, ids)
+    assert out.dtype == dtype and out.shape == x.shape
+    torch.testing.assert_close(
+        out, ref_experts(x, gate_up, down, weights, ids), **_tolerance(dtype)
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES[:6], ids=str)
+def test_backward_matches_reference(shape, strategy):
+    inputs = _problem(*shape, torch.float32)
+    leaves = [t.clone().requires_grad_() for t in inputs[:4]]
+    ref_leaves = [t.clone().requires_grad_() for t in inputs[:4]]
+    grad_out = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(1))
+    experts(*leaves, inputs[4]).backward(grad_out)
+    ref_experts(*ref_leaves, inputs[4]).backward(grad_out)
+    names = ("hidden", "gate_up", "down", "weights")
+    for name, got, ref in zip(names, leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(got.grad, ref.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("expert_range", [(0, 16), (0, 5), (5, 11), (11, 16), (7, 7)])
+@pytest.mark.parametrize("local_weights", [False, True], ids=["global", "local"])
+def test_expert_range_partial_sums(expert_range, local_weights, strategy):
+    x, gate_up, down, weights, ids = _problem(64, 16, 4, 32, 16, torch.float32)
+    start, stop = expert_range
+    shard = (
+        (gate_up[start:stop].clone(), down[start:stop].clone())
+        if local_weights
+        else (gate_up, down)
+    )
+    out = experts(x, *shard, weights, ids, expert_range=expert_range)
+    ref = ref_experts(x, gate_up, down, weights, ids, expert_range=expert_range)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_shards_sum_to_full_layer_with_gradients():
+    x, gate_up, down, weights, ids = _problem(256, 16, 4, 32, 16, torch.float32)
+    full = experts(x, gate_up, down, weights, ids)
+    leaves = [t.clone().requires_grad_() for t in (x, weights)]
+    shards = [(0, 3), (3, 10), (10, 16)]
+    parts = [
+        experts(leaves[0], gate_up[a:b], down[a:b], leaves[1], ids, expert_range=(a, b))
+        for a, b in shards
+    ]
+    torch.testing.assert_close(sum(parts), full, rtol=1e-4, atol=1e-4)
+    sum(parts).sum().backward()
+    ref_leaves = [t.clone().requires_grad_() for t in (x, weights)]
+    ref_experts(ref_leaves[0], gate_up, down, ref_leaves[1], ids).sum().backward()
+    for got, ref in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(got.grad, ref.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_expert_range_rejects_mismatched_weights():
+    x, gate_up, down, weights, ids = _problem(4, 16, 2, 32, 16, torch.float32)
+    with pytest.raises(AssertionError):
+        experts(x, gate_up[:4], down[:4], weights, ids, expert_range=(4, 10))
+
+
+def test_hidden_cast_to_weight_dtype_and_back():
+    x, gate_up, down, weights, ids = _problem(8, 8, 2, 32, 16, torch.float32)
+    out = experts(x.bfloat16(), gate_up, down, weights, ids)
+    assert out.dtype == torch.bfloat16
+
+
+def test_zero_tokens():
+    x, gate_up, down, weights, ids = _problem(0, 8, 2, 32, 16, torch.float32)
+    assert experts(x, gate_up, down, weights, ids).shape == (0, 32)
+
+
+@pytest.mark.parametrize(
+    ("rows", "num_experts", "expected"),
+    [
+        (8, 64, "grouped_mm"),
+        (1024, 64, "grouped_mm"),
+        (16384, 64, "expert_loop"),
+        (64, 1, "expert_loop"),
+    ],
+)
+def test_cpu_strategy_by_rows_per_expert(rows, num_experts, expected):
+    got = torch_path.choose_strategy(torch.device("cpu"), torch.float32, rows, num_experts)
+    assert got == expected
