@@ -66,6 +66,7 @@ DbSession = Annotated[Session, Depends(get_db, scope="function")]
 class Principal:
     key: ApiKey
     tenant: Tenant | None
+    quota: Quota | None
 
     @property
     def actor(self) -> Actor:
@@ -81,8 +82,8 @@ def _bearer(request: Request) -> str:
 
 
 def get_principal(request: Request, db: DbSession) -> Principal:
-    key, tenant = authenticate(db, _bearer(request))
-    return Principal(key=key, tenant=tenant)
+    key, tenant, quota = authenticate(db, _bearer(request))
+    return Principal(key=key, tenant=tenant, quota=quota)
 
 
 def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -126,12 +127,12 @@ def take_rate(limiter: Limiter, key: str, amount: int, per_minute: int, what: st
 
 
 def require_tenant(
-    request: Request, db: DbSession, principal: Annotated[Principal, Depends(get_principal)]
+    request: Request, principal: Annotated[Principal, Depends(get_principal)]
 ) -> TenantScope:
     if principal.key.role != "tenant" or principal.tenant is None:
         raise Forbidden("This route needs a tenant key", code="tenant_required")
     ensure_active(principal.tenant)
-    quota = db.get(Quota, principal.tenant.id)
+    quota = principal.quota
     assert quota is not None, "every tenant has a quota row"
     take_rate(_limiter(request), f"{principal.tenant.id}:rpm", 1, quota.rpm, "requests")
     return TenantScope(tenant=principal.tenant, quota=quota, key=principal.key)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from moeplane.errors import InvalidRequest, NotFound, Unauthenticated
 from moeplane.store.ids import new_id
-from moeplane.store.models import ApiKey, Tenant, utcnow
+from moeplane.store.models import ApiKey, Quota, Tenant, utcnow
 
 __all__ = [
     "IssuedKey",
@@ -74,8 +74,9 @@ def issue_key(
     return IssuedKey(record=record, secret=secret)
 
 
-def authenticate(session: Session, presented: str) -> tuple[ApiKey, Tenant | None]:
-    """Resolve a presented key to its record and tenant, or raise Unauthenticated.
+def authenticate(session: Session, presented: str) -> tuple[ApiKey, Tenant | None, Quota | None]:
+    """Resolve a presented key to its record, tenant and quota (one query), or raise
+    Unauthenticated.
 
     The lookup is by an indexed hash; the final comparison is constant-time so the response
     time does not depend on how much of a guessed hash matched.
@@ -84,13 +85,14 @@ def authenticate(session: Session, presented: str) -> tuple[ApiKey, Tenant | Non
         raise Unauthenticated("Invalid API key")
     digest = hash_key(presented)
     row = session.execute(
-        select(ApiKey, Tenant)
+        select(ApiKey, Tenant, Quota)
         .outerjoin(Tenant, Tenant.id == ApiKey.tenant_id)
+        .outerjoin(Quota, Quota.tenant_id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == digest)
     ).first()
     if row is None or not hmac.compare_digest(row[0].key_hash, digest):
         raise Unauthenticated("Invalid API key")
-    key, tenant = row
+    key, tenant, quota = row
     now = utcnow()
     if key.revoked_at is not None:
         raise Unauthenticated("This API key has been revoked")
@@ -98,7 +100,7 @@ def authenticate(session: Session, presented: str) -> tuple[ApiKey, Tenant | Non
         raise Unauthenticated("This API key has expired")
     if tenant is not None and tenant.status == "deleted":
         raise Unauthenticated("Invalid API key")
-    return key, tenant
+    return key, tenant, quota
 
 
 def revoke_key(session: Session, key_id: str, *, tenant_id: str | None) -> ApiKey:
