@@ -62,7 +62,10 @@ def experts(
     out_dtype = hidden.dtype
     x = hidden.to(gate_up_proj.dtype)  # transformers casts activations to the weights' dtype
 
-    if backend == "triton" or (backend == "auto" and _auto_triton(x)):
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, gate_up_proj, down_proj, weights)
+    )
+    if backend == "triton" or (backend == "auto" and _auto_triton(x, needs_grad)):
         out = triton_path.fused_experts(x, gate_up_proj, down_proj, weights, expert_ids, start)
         return out.to(out_dtype)
 
@@ -92,6 +95,6 @@ def _shard_weights(
     return gate_up_proj[start:stop], down_proj[start:stop], stop - start, start
 
 
-def _auto_triton(x: torch.Tensor) -> bool:
+def _auto_triton(x: torch.Tensor, needs_grad: bool) -> bool:
     # Triton is forward-only here: under autograd the torch path runs.
-    return x.is_cuda and triton_path.is_available() and not torch.is_grad_enabled()
+    return x.is_cuda and not needs_grad and triton_path.is_available()
