@@ -6,6 +6,7 @@ Nothing here touches the environment at import time: call :func:`get_settings` (
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,8 +25,19 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Redis for rate limits, usage counters and the Celery broker; unset = embedded.
     redis_url: str | None = None
-    # Ray cluster address (e.g. ray://head:10001 or auto); unset = a local Ray started by `up`.
+    # Ray cluster address for ray.init (e.g. ray://head:10001); unset = a local Ray started by
+    # `up` (GCS on 127.0.0.1:6380, since Redis owns 6379).
     ray_address: str | None = None
+    # The Ray dashboard / Jobs API, where fine-tuning runs are submitted.
+    ray_dashboard_url: str = "http://127.0.0.1:8265"
+    # CPUs and GPUs the scheduler may hand to fine-tuning runs; unset CPUs = this machine's.
+    training_cpus: float | None = Field(default=None, gt=0)
+    training_gpus: float = Field(default=0.0, ge=0)
+    # Each data-parallel training worker gets this many CPUs (fractions share cores).
+    training_cpus_per_worker: float = Field(default=0.5, gt=0)
+    # How often Celery beat runs the scheduler and the job reconciler.
+    schedule_interval_s: float = Field(default=2.0, gt=0)
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
     # Artifact storage root (datasets, checkpoints); unset = file:// under HOME.
     storage_uri: str | None = None
     # Bootstrap admin key; unset = one is generated on first start and printed once.
@@ -33,6 +45,9 @@ class Settings(BaseSettings):
     # Address `moeplane up` binds the API to.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # For the client commands (`moeplane files ...`, `moeplane jobs ...`): which API, which key.
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
     # Idempotency records older than this are ignored (and pruned): 24 h like the major APIs.
     idempotency_ttl_s: int = Field(default=86_400, ge=60)
     log_level: str = "info"
@@ -61,7 +76,18 @@ class Settings(BaseSettings):
             self.redis_url = None
         if self.ray_address == "":
             self.ray_address = None
+        if self.training_cpus is None:
+            self.training_cpus = float(os.cpu_count() or 1)
         return self
+
+    @property
+    def broker_url(self) -> str:
+        """Redis when configured; else kombu's SQLAlchemy transport on a SQLite file."""
+        return self.redis_url or f"sqla+sqlite:///{self.home / 'broker.db'}"
+
+    @property
+    def result_backend(self) -> str:
+        return self.redis_url or f"db+sqlite:///{self.home / 'celery-results.db'}"
 
     @property
     def embedded(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,7 +10,27 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "make_engine"]
+__all__ = ["Database", "make_engine", "on_commit"]
+
+
+def on_commit(session: Session, callback: Callable[[], object]) -> None:
+    """Run ``callback`` after the session's transaction commits (never on rollback).
+
+    For side effects outside the database that must not happen unless the data did: enqueueing
+    a Celery task that reads the new row, deleting stored bytes of a deleted row.
+    """
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop("after_commit", []):
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop("after_commit", None)
 
 
 def _sqlite_serialized_writes(engine: Engine) -> None:

@@ -26,7 +26,13 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "File",
+    "FineTuneJob",
     "IdempotencyRecord",
+    "JobCheckpoint",
+    "JobEvent",
+    "Model",
+    "ModelVersion",
     "Quota",
     "Tenant",
     "UsageCounter",
@@ -151,4 +157,123 @@ class IdempotencyRecord(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
     status_code: Mapped[int] = mapped_column(Integer, default=0)
     response: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    """A model id as tenants name it: a base model (tenant NULL) or a tenant's fine-tune."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # "qwen3-moe-tiny", "ft:..."
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    family: Mapped[str] = mapped_column(String(32))  # qwen3_moe | qwen3
+    base_model_id: Mapped[str | None] = mapped_column(String(200))  # the catalog root
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """Immutable: a checkpoint in storage plus everything needed to reproduce it."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # mv-...
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    artifact_uri: Mapped[str] = mapped_column(String(1000))
+    sha256: Mapped[str] = mapped_column(String(64))
+    parent_version_id: Mapped[str | None] = mapped_column(String(40))
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    # summary: family, num_layers, hidden_size, num_experts, top_k, params_total, params_active
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant", "tenant_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # file-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default="processed")
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FineTuneJob(Base):
+    __tablename__ = "fine_tune_jobs"
+    __table_args__ = (
+        Index("ix_ftjobs_tenant", "tenant_id", "id"),
+        Index("ix_ftjobs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # ftjob-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # validating_files | queued | running | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(20), default="validating_files")
+    model: Mapped[str] = mapped_column(String(200))  # the requested model id
+    base_version_id: Mapped[str] = mapped_column(String(40))
+    training_file: Mapped[str] = mapped_column(String(40))
+    validation_file: Mapped[str | None] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(String(8), default="lora")  # lora | full
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lora: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    num_workers: Mapped[int] = mapped_column(Integer, default=1)
+    cpus_per_worker: Mapped[float] = mapped_column(Float, default=0.5)
+    gpus_per_worker: Mapped[float] = mapped_column(Float, default=0.0)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_compute: Mapped[int] = mapped_column(BigInteger, default=0)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(200))
+    result_version_id: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    submission_id: Mapped[str | None] = mapped_column(String(64))  # the Ray job's id
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # ftevent-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tune_jobs.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(8), default="info")  # info | warn | error
+    type: Mapped[str] = mapped_column(String(8), default="message")  # message | metrics
+    message: Mapped[str] = mapped_column(String(2000), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobCheckpoint(Base):
+    __tablename__ = "job_checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_job_checkpoint_step"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # ftckpt-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tune_jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    uri: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
