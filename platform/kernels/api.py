@@ -65,6 +65,8 @@ def experts(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, gate_up_proj, down_proj, weights)
     )
+    if backend == "triton":
+        assert not needs_grad, "the Triton path is forward-only; use backend='torch' to train"
     if backend == "triton" or (backend == "auto" and _auto_triton(x, needs_grad)):
         out = triton_path.fused_experts(x, gate_up_proj, down_proj, weights, expert_ids, start)
         return out.to(out_dtype)
@@ -72,9 +74,17 @@ def experts(
     plan = permute(expert_ids, start + num_experts)
     lo, hi = plan.row_range(None if expert_range is None else (start, start + num_experts))
     counts = plan.counts[start : start + num_experts]  # (G,)
-    rows = x[plan.token_index[lo:hi]]  # (hi - lo, H)
+    token_index = plan.token_index[lo:hi]  # (R,)
     strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts)
-    expert_out = torch_path.swiglu_experts_sorted(rows, gate_up_proj, down_proj, counts, strategy)
+    if strategy == "expert_loop":
+        row_weights = weights.reshape(-1)[plan.sorted_rows[lo:hi]]  # (R,)
+        out = torch_path.fused_expert_loop(
+            x, gate_up_proj, down_proj, row_weights, token_index, counts
+        )
+        return out.to(out_dtype)
+    assert strategy == "grouped_mm", strategy
+    rows = x.index_select(0, token_index)  # (R, H)
+    expert_out = torch_path.grouped_mm_swiglu(rows, gate_up_proj, down_proj, counts)
     return unpermute(expert_out, weights, plan, rows=(lo, hi)).to(out_dtype)
 
 

@@ -119,9 +119,9 @@ def test_zero_tokens():
     [
         (8, 64, "grouped_mm"),
         (1024, 64, "grouped_mm"),
-        (8191, 64, "grouped_mm"),
-        (8192, 64, "expert_loop"),
-        (128, 1, "expert_loop"),
+        (3071, 64, "grouped_mm"),
+        (3072, 64, "expert_loop"),
+        (48, 1, "expert_loop"),
     ],
 )
 def test_cpu_strategy_by_rows_per_expert(rows, num_experts, expected):
