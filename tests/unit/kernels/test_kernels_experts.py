@@ -127,3 +127,17 @@ def test_zero_tokens():
 def test_cpu_strategy_by_rows_per_expert(rows, num_experts, expected):
     got = torch_path.choose_strategy(torch.device("cpu"), torch.float32, rows, num_experts)
     assert got == expected
+
+
+@pytest.mark.parametrize("shape", [(32, 16, 4, 32, 16), (512, 8, 2, 32, 16)], ids=str)
+def test_backward_bf16_close_to_fp32_reference(shape, strategy):
+    inputs = _problem(*shape, torch.bfloat16)
+    leaves = [t.clone().requires_grad_() for t in inputs[:4]]
+    ref_leaves = [t.float().requires_grad_() for t in inputs[:4]]
+    grad_out = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(1))
+    experts(*leaves, inputs[4]).backward(grad_out.bfloat16())
+    ref_experts(*ref_leaves, inputs[4]).backward(grad_out)
+    for got, ref in zip(leaves, ref_leaves, strict=True):
+        assert got.grad.dtype == torch.bfloat16
+        scale = ref.grad.abs().max().item()
+        torch.testing.assert_close(got.grad.float(), ref.grad, rtol=0.05, atol=0.05 * scale)
