@@ -71,7 +71,52 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 @pytest.fixture
 def settings(tmp_path: Path, database: Database) -> Settings:
-    return Settings(home=tmp_path / "home", database_url=database.url, redis_url=None)
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database.url,
+        redis_url=None,
+        storage_uri=(tmp_path / "storage").as_uri(),
+    )
+
+
+@pytest.fixture(scope="session")
+def base_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The catalog's tiny models, generated once per session (tokenizer conversion is slow)."""
+    from moeplane.modeling import BASE_MODELS, create_base_checkpoint
+
+    root = tmp_path_factory.mktemp("base-models")
+    cache = root / "tokenizer-cache"
+    return {
+        name: create_base_checkpoint(name, root / name, seed=0, tokenizer_cache_dir=cache)
+        for name in BASE_MODELS
+    }
+
+
+@pytest.fixture
+def catalog(database: Database, base_checkpoints: dict[str, Path]) -> dict[str, str]:
+    """Register the session's base checkpoints in this test's database; model id -> version id.
+
+    The artifacts stay where they are (file:// URIs), as a registry pointing at shared storage.
+    """
+    from moeplane.modeling import read_config, sha256_dir, summarize_config
+    from moeplane.store.registry import ensure_model, register_version, summary_dict
+
+    versions = {}
+    with database.session() as session:
+        for name, path in base_checkpoints.items():
+            summary = summarize_config(read_config(path))
+            model = ensure_model(
+                session, model_id=name, tenant_id=None, family=summary.family, base_model_id=name
+            )
+            version = register_version(
+                session,
+                model,
+                artifact_uri=path.as_uri(),
+                sha256=sha256_dir(path),
+                config=summary_dict(summary),
+            )
+            versions[name] = version.id
+    return versions
 
 
 @pytest.fixture
@@ -136,3 +181,53 @@ def live_server_factory():
     yield start
     for server in servers:
         server.__exit__()
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray head per test session (dashboard + Jobs API), stopped at the end.
+
+    Started as ``ray start --head --block`` in a child process so that stopping it stops only
+    this cluster (``ray stop`` would kill every Ray on the machine).
+    """
+    import subprocess
+    import sys
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    log = (tmp_path_factory.mktemp("ray") / "ray.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--disable-usage-stats",
+            f"--port={gcs_port}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"ray start exited; see {log.name}"
+        try:
+            if httpx.get(f"{dashboard}/api/version", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        raise TimeoutError("the local Ray head did not start")
+    yield {"address": f"127.0.0.1:{gcs_port}", "dashboard": dashboard}
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -38,3 +38,23 @@ def make_tenant(db: Database, name: str | None = None, **quota: int) -> TenantFi
         tenant = create_tenant(session, name=name or f"tenant-{next(_counter)}", quota=quota)
         issued = issue_key(session, tenant_id=tenant.id, role="tenant", name="test")
     return TenantFixture(id=tenant.id, key=issued.secret, key_id=issued.record.id)
+
+
+def chat_line(question: str = "Where is my order?", answer: str = "It ships tomorrow.") -> str:
+    import json
+
+    return json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": "You are a helpful support agent."},
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        }
+    )
+
+
+def chat_jsonl(n: int = 8) -> bytes:
+    return (
+        "\n".join(chat_line(f"Question {i}?", f"Answer {i}.") for i in range(n)) + "\n"
+    ).encode()

@@ -12,10 +12,21 @@ from fastapi import FastAPI
 
 from moeplane.api.errors import install_error_handlers
 from moeplane.api.metrics import ApiMetrics, MetricsMiddleware
-from moeplane.api.routes import admin, admin_tenants, health, tenant
+from moeplane.api.routes import (
+    admin,
+    admin_tenants,
+    files,
+    fine_tuning,
+    health,
+    models,
+    tenant,
+)
 from moeplane.api.schemas.common import ErrorResponse
 from moeplane.config import Settings, get_settings
+from moeplane.jobs.celery_app import create_celery
+from moeplane.jobs.tasks import Dispatch
 from moeplane.limits import Limiter, make_limiter
+from moeplane.storage import Storage
 from moeplane.store.db import Database
 
 __all__ = ["create_app"]
@@ -41,6 +52,7 @@ def create_app(
     *,
     db: Database | None = None,
     limiter: Limiter | None = None,
+    dispatch: Dispatch | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
     owns_db = db is None
@@ -65,10 +77,12 @@ def create_app(
     app.state.db_gate = asyncio.Lock() if db.dialect == "sqlite" else None
     app.state.limiter = limiter
     app.state.redis = _redis_client(settings.redis_url)
+    app.state.storage = Storage(settings.storage_uri)
+    app.state.dispatch = dispatch or Dispatch(create_celery(settings))
     app.state.metrics = ApiMetrics()
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, admin_tenants, admin, tenant):
+    for module in (health, admin_tenants, admin, tenant, files, models, fine_tuning):
         app.include_router(module.router)
     return app
 

@@ -59,8 +59,11 @@ def test_db_upgrade_create_tenant_and_key(tmp_path):
 
 
 def test_up_serves_prints_the_admin_key_once_and_stops_cleanly(tmp_path):
+    """The embedded default end to end: migrations, seeded catalog, local Ray, Celery worker
+    and beat, the API; Ctrl-C and SIGTERM stop every child."""
     env = _env(tmp_path)
     port = _free_port()
+    env["MOEPLANE_RAY_DASHBOARD_URL"] = f"http://127.0.0.1:{_free_port()}"
 
     def start():
         return subprocess.Popen(
@@ -73,7 +76,7 @@ def test_up_serves_prints_the_admin_key_once_and_stops_cleanly(tmp_path):
 
     def read_until_ready(proc) -> str:
         lines = []
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
@@ -88,6 +91,7 @@ def test_up_serves_prints_the_admin_key_once_and_stops_cleanly(tmp_path):
         headers = {"Authorization": f"Bearer {key}"}
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/readyz").json()["status"] == "ok"
+        assert httpx.get(f"{env['MOEPLANE_RAY_DASHBOARD_URL']}/api/version").status_code == 200
         created = httpx.post(f"{url}/v1/admin/tenants", json={"name": "t"}, headers=headers)
         assert created.status_code == 201
     finally:
@@ -95,7 +99,10 @@ def test_up_serves_prints_the_admin_key_once_and_stops_cleanly(tmp_path):
         assert proc.wait(timeout=30) == 0
     assert "stopped" in proc.stdout.read()
 
-    proc = start()  # second start: the key is not printed again, data is kept
+    # second start (against "an existing Ray", so no second local head): the key is not
+    # printed again and the data is kept
+    env["MOEPLANE_RAY_ADDRESS"] = "127.0.0.1:1"
+    proc = start()
     try:
         out = read_until_ready(proc)
         assert "shown once" not in out

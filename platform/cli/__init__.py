@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from moeplane.cli import client, services
 from moeplane.config import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="moeplane: fine-tune and serve MoE models per tenant.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 admin_app = typer.Typer(no_args_is_help=True, help="Operator tasks straight on the database.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry (operator).")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(models_app, name="models")
+app.add_typer(client.files_app, name="files")
+app.add_typer(client.jobs_app, name="jobs")
+app.command()(services.worker)
+app.command()(services.beat)
 
 VERSION = "0.1.0"
 
@@ -106,6 +115,53 @@ def create_key(
     typer.echo(issued.secret)
 
 
+@models_app.command("seed")
+def models_seed() -> None:
+    """Register the base catalog models (qwen3-moe-tiny, qwen3-tiny) if they are missing."""
+    from moeplane.modeling.publish import seed_base_models
+    from moeplane.storage import Storage
+    from moeplane.store.db import Database
+
+    settings = _settings()
+    db = Database(settings.database_url)
+    try:
+        with db.session() as session:
+            added = seed_base_models(
+                session,
+                Storage(settings.storage_uri),
+                tokenizer_cache=settings.home / "cache" / "tokenizer",
+                progress=typer.echo,
+            )
+    finally:
+        db.dispose()
+    typer.echo(f"added: {', '.join(added)}" if added else "the catalog is complete")
+
+
+@models_app.command("import")
+def models_import(
+    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="HF checkpoint dir")],
+    name: Annotated[str, typer.Option(help="Model id tenants will use")],
+) -> None:
+    """Register a local Hugging Face checkpoint (Qwen3 / Qwen3-MoE) as a base model version."""
+    from moeplane.errors import DomainError
+    from moeplane.modeling.publish import import_checkpoint
+    from moeplane.storage import Storage
+    from moeplane.store.db import Database
+
+    settings = _settings()
+    db = Database(settings.database_url)
+    try:
+        with db.session() as session:
+            version = import_checkpoint(session, Storage(settings.storage_uri), path, name=name)
+            typer.echo(f"{name} version {version.version}: {version.artifact_uri}")
+            typer.echo(json.dumps(version.config, indent=2))
+    except DomainError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+
+
 @app.command()
 def up(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
@@ -121,6 +177,7 @@ def up(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     settings = _settings()
     platform = Platform(settings, host=host or settings.api_host, port=port or settings.api_port)
     try:

@@ -1,0 +1,44 @@
+"""The Celery application: broker, reliability settings, beat schedule and task registration.
+
+Built by :func:`create_celery` when a process starts (``moeplane worker``/``beat``/the API), never
+at import. Reliability: ``acks_late`` + ``reject_on_worker_lost`` + prefetch 1, so a task whose
+worker dies is redelivered; every task is idempotent (it re-reads state and changes it only by
+compare-and-set), so a redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from moeplane.config import Settings
+
+__all__ = ["create_celery"]
+
+
+def create_celery(settings: Settings) -> Celery:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    app = Celery("moeplane", broker=settings.broker_url, backend=settings.result_backend)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue="moeplane",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        beat_schedule={
+            "schedule-fine-tunes": {
+                "task": "moeplane.jobs.schedule_tick",
+                "schedule": settings.schedule_interval_s,
+            },
+            "reconcile-fine-tunes": {
+                "task": "moeplane.jobs.reconcile_runs",
+                "schedule": settings.reconcile_interval_s,
+            },
+        },
+    )
+    from moeplane.jobs.tasks import register_tasks
+
+    register_tasks(app, settings)
+    return app

@@ -1,0 +1,157 @@
+"""Fine-tuning runs on Ray: submit (idempotent by submission id), stop, and reconcile the
+database's view with Ray's. The decision is a pure function; the loop only applies it."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from moeplane.config import Settings
+from moeplane.store.jobs import add_event, transition
+from moeplane.store.models import FineTuneJob, utcnow
+
+__all__ = ["Action", "RayRuns", "decide", "reconcile_runs"]
+
+log = logging.getLogger(__name__)
+
+SUBMIT_GRACE_S = 60.0  # a running job with no Ray job after this long is resubmitted
+
+
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    SUBMIT = "submit"
+    STOP = "stop"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+def decide(db_status: str, ray_status: str | None, seconds_running: float) -> Decision:
+    """What to do about one job, given its status here and its Ray job's (None = no Ray job)."""
+    if db_status == "cancelled":
+        if ray_status in ("PENDING", "RUNNING"):
+            return Decision(Action.STOP, "cancelled")
+        return Decision(Action.NOTHING)
+    if db_status != "running":
+        return Decision(Action.NOTHING)
+    if ray_status is None:
+        if seconds_running > SUBMIT_GRACE_S:
+            return Decision(Action.SUBMIT, "no Ray job found; submitting again")
+        return Decision(Action.NOTHING)
+    if ray_status == "FAILED":
+        return Decision(Action.FAIL, "the training run failed on Ray")
+    if ray_status == "STOPPED":
+        return Decision(Action.FAIL, "the Ray job was stopped outside moeplane")
+    if ray_status == "SUCCEEDED":
+        return Decision(Action.FAIL, "the training driver exited without registering a model")
+    return Decision(Action.NOTHING)
+
+
+class RayRuns:
+    """The Ray Jobs API, as the platform uses it (submission id = job id)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.settings.ray_dashboard_url)
+        return self._client
+
+    def submit(self, job_id: str) -> bool:
+        """Submit the driver; False when a Ray job with this id exists already (a retry)."""
+        settings = self.settings
+        env = {
+            "MOEPLANE_HOME": str(settings.home),
+            "MOEPLANE_DATABASE_URL": settings.database_url,
+            "MOEPLANE_STORAGE_URI": settings.storage_uri,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        python = shlex.quote(sys.executable)
+        try:
+            self.client.submit_job(
+                entrypoint=f"{python} -m moeplane.jobs.driver {shlex.quote(job_id)}",
+                submission_id=job_id,
+                runtime_env={"env_vars": env},
+                entrypoint_num_cpus=0,
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                return False
+            raise
+        return True
+
+    def status(self, job_id: str) -> str | None:
+        try:
+            return str(self.client.get_job_status(job_id).value)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return None
+            raise
+
+    def stop(self, job_id: str) -> None:
+        try:
+            self.client.stop_job(job_id)
+        except RuntimeError as exc:
+            if "does not exist" not in str(exc):
+                raise
+
+    def logs_tail(self, job_id: str, chars: int = 1500) -> str:
+        try:
+            return self.client.get_job_logs(job_id)[-chars:]
+        except RuntimeError:
+            return ""
+
+
+def reconcile_runs(db: Session, runs: RayRuns) -> list[str]:
+    """Apply :func:`decide` to running jobs and recently cancelled ones; return ids to submit."""
+    now = utcnow()
+    jobs = db.scalars(
+        select(FineTuneJob).where(
+            (FineTuneJob.status == "running")
+            | (
+                (FineTuneJob.status == "cancelled")
+                & (FineTuneJob.finished_at >= now - timedelta(hours=1))
+                & FineTuneJob.started_at.is_not(None)
+            )
+        )
+    )
+    to_submit = []
+    for job in list(jobs):
+        started = job.started_at or job.created_at
+        decision = decide(job.status, runs.status(job.id), (now - started).total_seconds())
+        if decision.action is Action.SUBMIT:
+            to_submit.append(job.id)
+        elif decision.action is Action.STOP:
+            runs.stop(job.id)
+        elif decision.action is Action.FAIL:
+            tail = runs.logs_tail(job.id)
+            message = decision.reason + (
+                f": {tail.strip().splitlines()[-1]}" if tail.strip() else ""
+            )
+            if transition(
+                db,
+                job.id,
+                ("running",),
+                "failed",
+                error={"code": "training_failed", "message": message[:1000], "param": None},
+            ):
+                add_event(db, job, message[:2000], level="error")
+    return to_submit

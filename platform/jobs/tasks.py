@@ -1,0 +1,94 @@
+"""Celery tasks. Each takes ids, re-reads state and is idempotent; none waits for training:
+a task starts a Ray job and the reconcile loop follows it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from moeplane.config import Settings
+from moeplane.jobs.admission import admit_jobs
+from moeplane.jobs.runs import RayRuns, reconcile_runs
+from moeplane.store.db import Database
+from moeplane.store.jobs import add_event
+from moeplane.store.models import FineTuneJob
+
+__all__ = ["Dispatch", "register_tasks"]
+
+log = logging.getLogger(__name__)
+
+
+class _Runtime:
+    """Per-process connections, made on first use (after the worker forks)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._db: Database | None = None
+        self._runs: RayRuns | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.settings.database_url)
+        return self._db
+
+    @property
+    def runs(self) -> RayRuns:
+        if self._runs is None:
+            self._runs = RayRuns(self.settings)
+        return self._runs
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    rt = _Runtime(settings)
+
+    @app.task(name="moeplane.jobs.schedule_tick")
+    def schedule_tick() -> list[str]:
+        with rt.db.session() as db:
+            admitted = admit_jobs(db, rt.settings)
+        for job_id in admitted:  # after commit: the submit task reads the new status
+            submit_training.delay(job_id)
+        return admitted
+
+    @app.task(name="moeplane.jobs.submit_training", max_retries=5, default_retry_delay=5)
+    def submit_training(job_id: str) -> bool:
+        with rt.db.session() as db:
+            job = db.get(FineTuneJob, job_id)
+            if job is None or job.status != "running":
+                return False
+        submitted = rt.runs.submit(job_id)  # the submission id makes a retry harmless
+        with rt.db.session() as db:
+            job = db.get(FineTuneJob, job_id)
+            if job is not None and submitted:
+                job.submission_id = job_id
+                add_event(db, job, f"Submitted to Ray (submission id {job_id})")
+        return submitted
+
+    @app.task(name="moeplane.jobs.reconcile_runs")
+    def reconcile() -> list[str]:
+        with rt.db.session() as db:
+            to_submit = reconcile_runs(db, rt.runs)
+        for job_id in to_submit:
+            submit_training.delay(job_id)
+        return to_submit
+
+    @app.task(name="moeplane.jobs.stop_training")
+    def stop_training(job_id: str) -> None:
+        rt.runs.stop(job_id)
+
+
+class Dispatch:
+    """What the API asks of the workers. Sending is best effort: the reconcile loop converges
+    anyway (a cancelled job's Ray run is stopped on its next pass)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def stop_training(self, job_id: str) -> None:
+        try:
+            self.app.send_task("moeplane.jobs.stop_training", args=[job_id])
+        except OperationalError:
+            log.warning("broker unavailable; the reconciler will stop %s", job_id)
