@@ -53,7 +53,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             submit_training.delay(job_id)
         return admitted
 
-    @app.task(name="moeplane.jobs.submit_training", max_retries=5, default_retry_delay=5)
+    # Ray answers "no available agent" while its head is still starting: retry with back-off
+    @app.task(
+        name="moeplane.jobs.submit_training",
+        autoretry_for=(RuntimeError, ConnectionError),
+        max_retries=10,
+        retry_backoff=2,
+        retry_backoff_max=30,
+    )
     def submit_training(job_id: str) -> bool:
         with rt.db.session() as db:
             job = db.get(FineTuneJob, job_id)
