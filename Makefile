@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/api_overhead.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/kernels.py
+	$(BIN)/python bench/finetune.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

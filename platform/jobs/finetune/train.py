@@ -173,6 +173,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "trained_tokens": run.tokens,
             "resumed_from_step": run.resumed_from,
             "tokens_per_s": round(window_tokens / max(1e-9, time.perf_counter() - started), 2),
+            "elapsed_s": round(time.perf_counter() - started, 3),  # since this worker's loop began
         }
         run.history.append(metrics)
         _report(spec, rank, run, metrics, model, optimizer, scheduler)
