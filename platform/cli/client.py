@@ -143,12 +143,12 @@ def follow(
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("step {task.fields[step]}"),
         TextColumn("loss {task.fields[loss]}"),
         TimeRemainingColumn(),
     )
     with _client() as client, Progress(*columns) as progress:
-        bar = progress.add_task("queued", total=None, loss="-")
+        bar = progress.add_task("queued", total=None, loss="-", step="-")
         while True:
             job = _check(client.get(f"/v1/fine_tuning/jobs/{job_id}"))
             events = _check(
@@ -160,10 +160,12 @@ def follow(
                 seen.add(event["id"])
                 data = event["data"]
                 if event["type"] == "metrics" and "step" in data:
+                    total = data.get("total_steps")
                     progress.update(
                         bar,
                         completed=data["step"],
-                        total=data.get("total_steps"),
+                        total=total,
+                        step=f"{data['step']}/{total}" if total else str(data["step"]),
                         loss=f"{data.get('train_loss', float('nan')):.4f}",
                     )
                 else:
