@@ -10,12 +10,17 @@ loop itself, so start-up (Ray workers, model load) is excluded from both; it is 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# bench/ must not be on sys.path: bench/kernels.py would shadow the `kernels` package that
+# transformers imports. The repository root goes there instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import torch
 
@@ -60,9 +65,19 @@ def plain_loop(spec: TrainingSpec, steps: int) -> tuple[float, float]:
     return tokens / (time.perf_counter() - t0), startup
 
 
+class _Sink:
+    """Stands in for the job reporter: receives every step's metrics (in the worker)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+
+    def __call__(self, metrics: dict) -> None:
+        self.received.append(metrics)
+
+
 def ray_path(spec: TrainingSpec) -> tuple[float, float]:
     start = time.perf_counter()
-    result = run_training(spec)
+    result = run_training(spec, on_metrics=_Sink())
     total = time.perf_counter() - start
     first, last = result.metrics_history[0], result.metrics_history[-1]
     # steady state, like the plain loop: from the end of the first step to the end of the last
@@ -76,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--method", default="lora", choices=["lora", "full"])
+    parser.add_argument("--log-every", type=int, default=1, help="report metrics every N steps")
     args = parser.parse_args()
     import ray
 
@@ -95,10 +111,13 @@ def main() -> None:
         num_workers=1,
         cpus_per_worker=1.0,
         checkpoint_every_steps=10_000,
-        log_every_steps=1,
+        log_every_steps=args.log_every,
     )
     plain_rate, plain_startup = plain_loop(spec, args.steps)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray starts workers at nice 15; on 2 cores its own daemons then take the training's CPU.
+    # moeplane starts its local Ray the same way (see moeplane.runtime).
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray_rate, ray_startup = ray_path(spec)
     ray.shutdown()
     print(f"qwen3-moe-tiny, {args.method}, batch 4, {args.steps} steps, 1 worker")

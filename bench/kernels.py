@@ -28,15 +28,15 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import torch  # noqa: E402
-from transformers import Qwen3MoeConfig  # noqa: E402
-from transformers.integrations.moe import (  # noqa: E402
+import torch
+from transformers import Qwen3MoeConfig
+from transformers.integrations.moe import (
     batched_mm_experts_forward,
     grouped_mm_experts_forward,
 )
-from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeExperts  # noqa: E402
+from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeExperts
 
-from moeplane.kernels import route, transformers_integration  # noqa: E402
+from moeplane.kernels import route, transformers_integration
 
 # batched_mm gathers one (2I*H + H*I) weight copy per (token, k) pair; skip it
 # past this much memory (the machine is shared, 24 GiB).

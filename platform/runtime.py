@@ -88,14 +88,16 @@ class Platform:
             db.dispose()
         return generated
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = (self.settings.home / "logs").joinpath(f"{name}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
             argv,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env=os.environ.copy() | (extra_env or {}),
             start_new_session=True,
         )
         self._children.append((name, proc))
@@ -118,6 +120,9 @@ class Platform:
                 f"--dashboard-port={dashboard.port}",
                 f"--num-cpus={max(1, int(self.settings.training_cpus))}",
             ],
+            # Ray runs workers at nice 15 by default; on a small shared machine its own
+            # daemons then take the training workers' CPU (measured: +50 % step time on 2 cores)
+            extra_env={"RAY_worker_niceness": "0"},
         )
         self._wait_for(f"{self.settings.ray_dashboard_url}/api/version", timeout_s, "Ray")
 

@@ -213,6 +213,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=os.environ | {"RAY_worker_niceness": "0"},  # as `moeplane up` starts it
     )
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     deadline = time.monotonic() + 90

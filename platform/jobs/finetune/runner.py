@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from moeplane.jobs.finetune.spec import TrainingResult, TrainingSpec
-from moeplane.jobs.finetune.train import FINAL_DIR, HISTORY_FILE, train_loop_per_worker
+from moeplane.jobs.finetune.train import (
+    FINAL_DIR,
+    HISTORY_FILE,
+    METRICS_SINK,
+    train_loop_per_worker,
+)
 
 __all__ = ["run_training"]
 
@@ -34,7 +39,11 @@ MetricsSink = Callable[[dict[str, Any]], None]
 
 def _callback(on_metrics: MetricsSink | None):
     """A Ray Train callback (it runs in the train controller, so it must pickle) that passes
-    rank 0's reports, with the persisted checkpoint's path, to ``on_metrics``."""
+    rank 0's checkpoint reports, with the persisted checkpoint's path, to ``on_metrics``.
+
+    ``on_metrics`` is called from two processes: here for checkpoint steps, and by rank 0
+    itself for the steps between (so it must pickle and be safe to call from any process).
+    """
     from ray.train import UserCallback
 
     class ForwardMetrics(UserCallback):
@@ -55,7 +64,7 @@ def run_training(spec: TrainingSpec, *, on_metrics: MetricsSink | None = None) -
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=spec.to_dict(),
+        train_loop_config=spec.to_dict() | {METRICS_SINK: on_metrics},
         scaling_config=ScalingConfig(
             num_workers=spec.num_workers,
             use_gpu=spec.use_gpu,
