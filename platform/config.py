@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     # The Ray dashboard / Jobs API, where fine-tuning runs are submitted.
     ray_dashboard_url: str = "http://127.0.0.1:8265"
+    # Ray's token (its token authentication); unset = Ray's own file ~/.ray/auth_token if any.
+    ray_auth_token: SecretStr | None = None
     # CPUs and GPUs the scheduler may hand to fine-tuning runs; unset CPUs = this machine's.
     training_cpus: float | None = Field(default=None, gt=0)
     training_gpus: float = Field(default=0.0, ge=0)
@@ -79,6 +81,14 @@ class Settings(BaseSettings):
         if self.training_cpus is None:
             self.training_cpus = float(os.cpu_count() or 1)
         return self
+
+    def ray_auth_headers(self) -> dict[str, str]:
+        """HTTP headers for Ray's dashboard and Jobs API (empty when Ray runs without tokens)."""
+        token = self.ray_auth_token.get_secret_value() if self.ray_auth_token else None
+        default = Path.home() / ".ray" / "auth_token"
+        if token is None and default.is_file():
+            token = default.read_text().strip()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
     def broker_url(self) -> str:

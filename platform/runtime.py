@@ -124,7 +124,12 @@ class Platform:
             # daemons then take the training workers' CPU (measured: +50 % step time on 2 cores)
             extra_env={"RAY_worker_niceness": "0"},
         )
-        self._wait_for(f"{self.settings.ray_dashboard_url}/api/version", timeout_s, "Ray")
+        self._wait_for(
+            f"{self.settings.ray_dashboard_url}/api/version",
+            timeout_s,
+            "Ray",
+            headers=self.settings.ray_auth_headers(),
+        )
 
     def _start_api(self) -> None:
         config = uvicorn.Config(
@@ -138,7 +143,9 @@ class Platform:
         self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         self._thread.start()
 
-    def _wait_for(self, url: str, timeout_s: float, what: str) -> None:
+    def _wait_for(
+        self, url: str, timeout_s: float, what: str, headers: dict[str, str] | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name, proc in self._children:
@@ -148,7 +155,7 @@ class Platform:
                         f"{self.settings.home / 'logs' / name}.log"
                     )
             try:
-                if httpx.get(url, timeout=1).status_code == 200:
+                if httpx.get(url, timeout=1, headers=headers).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -209,6 +209,12 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
             f"--dashboard-port={dashboard_port}",
             "--num-cpus=2",
             "--include-dashboard=true",
+            # own agent ports: another Ray on this machine (e.g. `moeplane up`) holds the defaults
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -220,7 +226,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"ray start exited; see {log.name}"
         try:
-            if httpx.get(f"{dashboard}/api/version", timeout=1).status_code == 200:
+            headers = Settings().ray_auth_headers()  # Ray turns tokens on once a token exists
+            if httpx.get(f"{dashboard}/api/version", timeout=1, headers=headers).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.5)

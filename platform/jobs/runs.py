@@ -71,7 +71,9 @@ class RayRuns:
         if self._client is None:
             from ray.job_submission import JobSubmissionClient
 
-            self._client = JobSubmissionClient(self.settings.ray_dashboard_url)
+            self._client = JobSubmissionClient(
+                self.settings.ray_dashboard_url, headers=self.settings.ray_auth_headers()
+            )
         return self._client
 
     def submit(self, job_id: str) -> bool:

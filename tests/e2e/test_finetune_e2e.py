@@ -157,7 +157,9 @@ def _wait(env, tenant, job_id, until, timeout=400) -> dict:
 
 
 def _steps(events) -> list[dict]:
-    return [e["data"] for e in events if "train_loss" in e["data"]]
+    """Metric reports in step order (checkpoint steps are reported by the train controller after
+    the upload, so their events can land after the next step's)."""
+    return sorted((e["data"] for e in events if "train_loss" in e["data"]), key=lambda d: d["step"])
 
 
 def test_fine_tune_trains_registers_a_version_with_lineage_and_generates(platform_env):
@@ -203,7 +205,12 @@ def test_fine_tune_trains_registers_a_version_with_lineage_and_generates(platfor
 def test_killed_training_worker_resumes_from_the_last_checkpoint(platform_env):
     env = platform_env
     tenant = make_tenant(env["db"], name="resilient")
-    job_id = _start_job(env, tenant)
+    # 32 steps, checkpoints every 10: the kill lands mid-run whatever the machine's pace
+    job_id = _start_job(
+        env,
+        tenant,
+        hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 10},
+    )
     _wait(env, tenant, job_id, lambda j, ev: any(s["step"] >= 11 for s in _steps(ev)))
     workers = [
         p
@@ -215,9 +222,11 @@ def test_killed_training_worker_resumes_from_the_last_checkpoint(platform_env):
         proc.send_signal(signal.SIGKILL)
     job = _wait(env, tenant, job_id, lambda j, _: j["status"] == "succeeded")
     steps = _steps(_events(env, tenant, job_id))
-    resumed = [s for s in steps if s["resumed_from_step"] == 10]
-    assert resumed and resumed[0]["step"] == 11, steps  # continued from the checkpoint, not 0
-    assert max(s["step"] for s in steps) == 16
+    resumed = [s for s in steps if s["resumed_from_step"] > 0]
+    assert resumed, steps
+    start = resumed[0]["resumed_from_step"]
+    assert start % 10 == 0 and resumed[0]["step"] == start + 1, steps  # from the checkpoint
+    assert max(s["step"] for s in steps) == 32
     assert job["fine_tuned_model"] is not None
 
 
@@ -242,9 +251,7 @@ def test_resubmission_is_harmless(platform_env):
     """A redelivered submit task (e.g. its Celery worker died mid-task) finds the Ray job that
     exists already: one Ray job per fine-tuning job, whatever the retries."""
     runs = RayRuns(platform_env["settings"])
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(platform_env["settings"].ray_dashboard_url)
+    client = runs.client
     submitted = [j.submission_id for j in client.list_jobs()]
     assert submitted, "earlier tests submitted jobs"
     job_id = submitted[0]

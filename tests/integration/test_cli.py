@@ -10,6 +10,7 @@ import time
 
 import httpx
 
+from moeplane.config import Settings
 from tests.conftest import _free_port
 
 
@@ -91,7 +92,11 @@ def test_up_serves_prints_the_admin_key_once_and_stops_cleanly(tmp_path):
         headers = {"Authorization": f"Bearer {key}"}
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/readyz").json()["status"] == "ok"
-        assert httpx.get(f"{env['MOEPLANE_RAY_DASHBOARD_URL']}/api/version").status_code == 200
+        ray_version = httpx.get(
+            f"{env['MOEPLANE_RAY_DASHBOARD_URL']}/api/version",
+            headers=Settings().ray_auth_headers(),
+        )
+        assert ray_version.status_code == 200
         created = httpx.post(f"{url}/v1/admin/tenants", json={"name": "t"}, headers=headers)
         assert created.status_code == 201
     finally:
