@@ -162,6 +162,11 @@ def _steps(events) -> list[dict]:
     return sorted((e["data"] for e in events if "train_loss" in e["data"]), key=lambda d: d["step"])
 
 
+def _checkpoint_steps(env, tenant, job_id) -> list[int]:
+    page = env["client"].get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=tenant.headers)
+    return [c["step_number"] for c in page.json()["data"]]
+
+
 def test_fine_tune_trains_registers_a_version_with_lineage_and_generates(platform_env):
     env, client = platform_env, platform_env["client"]
     tenant = make_tenant(env["db"], name="acme")
@@ -211,7 +216,9 @@ def test_killed_training_worker_resumes_from_the_last_checkpoint(platform_env):
         tenant,
         hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 10},
     )
-    _wait(env, tenant, job_id, lambda j, ev: any(s["step"] >= 11 for s in _steps(ev)))
+    # Kill only once Ray Train has registered a checkpoint: a step's metrics can be visible
+    # before the controller has persisted the checkpoint reported just before it.
+    _wait(env, tenant, job_id, lambda j, ev: bool(_checkpoint_steps(env, tenant, job_id)))
     workers = [
         p
         for p in psutil.process_iter(["cmdline"])
@@ -225,6 +232,7 @@ def test_killed_training_worker_resumes_from_the_last_checkpoint(platform_env):
     resumed = [s for s in steps if s["resumed_from_step"] > 0]
     assert resumed, steps
     start = resumed[0]["resumed_from_step"]
+    assert start >= 10
     assert start % 10 == 0 and resumed[0]["step"] == start + 1, steps  # from the checkpoint
     assert max(s["step"] for s in steps) == 32
     assert job["fine_tuned_model"] is not None
