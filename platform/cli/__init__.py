@@ -24,6 +24,7 @@ app.add_typer(client.files_app, name="files")
 app.add_typer(client.jobs_app, name="jobs")
 app.command()(services.worker)
 app.command()(services.beat)
+app.command()(services.api)
 
 VERSION = "0.1.0"
 
