@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
+    def ray_gcs_address(self) -> str:
+        """Where Ray drivers (the API's inference gateway) connect: ``MOEPLANE_RAY_ADDRESS``, or
+        the local head `moeplane up` starts (GCS on 127.0.0.1:6380)."""
+        return self.ray_address or "127.0.0.1:6380"
+
+    @property
     def broker_url(self) -> str:
         """Redis when configured; else kombu's SQLAlchemy transport on a SQLite file."""
         return self.redis_url or f"sqla+sqlite:///{self.home / 'broker.db'}"

@@ -15,9 +15,11 @@ from moeplane.api.metrics import ApiMetrics, MetricsMiddleware
 from moeplane.api.routes import (
     admin,
     admin_tenants,
+    deployments,
     files,
     fine_tuning,
     health,
+    inference,
     models,
     tenant,
 )
@@ -26,6 +28,7 @@ from moeplane.config import Settings, get_settings
 from moeplane.jobs.celery_app import create_celery
 from moeplane.jobs.tasks import Dispatch
 from moeplane.limits import Limiter, make_limiter
+from moeplane.serving.gateway import Gateway
 from moeplane.storage import Storage
 from moeplane.store.db import Database
 
@@ -80,9 +83,21 @@ def create_app(
     app.state.storage = Storage(settings.storage_uri)
     app.state.dispatch = dispatch or Dispatch(create_celery(settings))
     app.state.metrics = ApiMetrics()
+    app.state.gateway = Gateway(settings)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, admin_tenants, admin, tenant, files, models, fine_tuning):
+    routers = (
+        health,
+        admin_tenants,
+        admin,
+        tenant,
+        files,
+        models,
+        fine_tuning,
+        deployments,
+        inference,
+    )
+    for module in routers:
         app.include_router(module.router)
     return app
 

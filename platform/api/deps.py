@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from moeplane.api.idempotency import IdempotencyGuard
@@ -30,7 +31,9 @@ __all__ = [
     "Pagination",
     "Principal",
     "TenantCtx",
+    "TenantNow",
     "TenantScope",
+    "in_short_transaction",
 ]
 
 
@@ -139,6 +142,35 @@ def require_tenant(
 
 
 TenantCtx = Annotated[TenantScope, Depends(require_tenant)]
+
+
+async def in_short_transaction(request: Request, fn, *args):  # type: ignore[no-untyped-def]
+    """Run ``fn(session, *args)`` in its own short transaction, in a worker thread, behind the
+    SQLite gate. For long-running routes (inference), which must not hold a session (nor the
+    gate) while a model generates."""
+    gate: asyncio.Lock | None = request.app.state.db_gate
+
+    def run():  # type: ignore[no-untyped-def]
+        with request.app.state.db.session() as session:
+            return fn(session, *args)
+
+    if gate is None:
+        return await run_in_threadpool(run)
+    async with gate:
+        return await run_in_threadpool(run)
+
+
+async def _tenant_short(request: Request) -> TenantScope:
+    def auth(session: Session) -> Principal:
+        key, tenant, quota = authenticate(session, _bearer(request))
+        return Principal(key=key, tenant=tenant, quota=quota)
+
+    principal = await in_short_transaction(request, auth)
+    return await run_in_threadpool(require_tenant, request, principal)
+
+
+# Like TenantCtx, without a session that lives as long as the route.
+TenantNow = Annotated[TenantScope, Depends(_tenant_short)]
 
 
 @dataclass(frozen=True)

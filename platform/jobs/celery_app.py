@@ -36,9 +36,15 @@ def create_celery(settings: Settings) -> Celery:
                 "task": "moeplane.jobs.reconcile_runs",
                 "schedule": settings.reconcile_interval_s,
             },
+            "reconcile-deployments": {
+                "task": "moeplane.serving.reconcile",
+                "schedule": settings.reconcile_interval_s,
+            },
         },
     )
     from moeplane.jobs.tasks import register_tasks
+    from moeplane.serving.tasks import register_serving_tasks
 
     register_tasks(app, settings)
+    register_serving_tasks(app, settings)
     return app

@@ -277,3 +277,85 @@ class JobCheckpoint(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     uri: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    """A tenant's serving endpoint: the desired spec, and what the reconciler last observed.
+
+    ``generation`` rises with every spec change; the reconciler applies it to the Serve
+    application ``app_name`` and, once Serve reports that generation running, copies it to
+    ``observed_generation`` (Kubernetes' convention).
+    """
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_deployment_name"),
+        Index("ix_deployments_tenant", "tenant_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # dep-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    app_name: Mapped[str] = mapped_column(String(100), unique=True)  # mp-<tenant>-<name>
+    model: Mapped[str] = mapped_column(String(200))  # the model id as the tenant named it
+    model_version_id: Mapped[str] = mapped_column(String(40))
+    # the version number the tenant pinned; NULL = follow the latest at creation/PATCH time
+    pinned_version: Mapped[int | None] = mapped_column(Integer)
+    expert_shards: Mapped[int] = mapped_column(Integer, default=1)
+    # min_replicas, max_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s,
+    # policy ("ongoing_requests" | "tokens"), target_tokens_per_replica
+    autoscaling: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # cpus_per_shard, gpus_per_shard
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    max_batch_size: Mapped[int] = mapped_column(Integer, default=8)
+    # pending | deploying | running | failed | deleting
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(String(2000))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    observed_generation: Mapped[int] = mapped_column(Integer, default=0)
+    observed_version_id: Mapped[str | None] = mapped_column(String(40))
+    current_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InferenceRequest(Base):
+    """One metered inference request, written by the replica that generated its tokens.
+
+    Its id is the gateway's request id, so a replica's retry cannot bill twice.
+    """
+
+    __tablename__ = "inference_requests"
+    __table_args__ = (
+        Index("ix_inference_tenant", "tenant_id", "id"),
+        Index("ix_inference_deployment", "deployment_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # req-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    finish_reason: Mapped[str] = mapped_column(String(16))  # stop | length | abort | error
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExpertStats(Base):
+    """A replica's cumulative routing counts: per MoE layer, tokens sent to each expert.
+
+    Each replica overwrites its own row, so writes are idempotent; a deployment's statistics
+    are the sum over its replicas' rows.
+    """
+
+    __tablename__ = "expert_stats"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    replica_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model_version_id: Mapped[str] = mapped_column(String(40))
+    counts: Mapped[list[list[int]]] = mapped_column(JSON, default=list)  # [layer][expert]
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
