@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from moeplane.api.dashboard import routes as dashboard
 from moeplane.api.errors import install_error_handlers
 from moeplane.api.metrics import ApiMetrics, MetricsMiddleware
 from moeplane.api.routes import (
     admin,
+    admin_dashboard,
     admin_tenants,
     deployments,
     files,
@@ -96,6 +98,8 @@ def create_app(
         fine_tuning,
         deployments,
         inference,
+        admin_dashboard,
+        dashboard,
     )
     for module in routers:
         app.include_router(module.router)
