@@ -1,0 +1,1 @@
+"""Serving: Serve apps, continuous-batching engine, model runner and expert-sharded replicas."""

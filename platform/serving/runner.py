@@ -74,7 +74,12 @@ class ModelRunner:
         self._batch: _Batch | None = None
         self._expert_modules = _moe_experts_modules(model)
         num_experts = int(getattr(model.config, "num_experts", 0) or 0)
-        self._counts = [torch.zeros(num_experts, dtype=torch.long) for _ in self._expert_modules]
+        device = next(model.parameters()).device
+        self._counts = [
+            torch.zeros(num_experts, dtype=torch.long, device=device)  # stays on the device: no
+            for _ in self._expert_modules  # host sync per layer and step
+        ]
+        self._counting = False  # only this runner's forwards count, not other users of the model
         for layer, module in enumerate(self._expert_modules):
             module.register_forward_pre_hook(self._count_hook(layer), with_kwargs=True)
 
@@ -94,10 +99,14 @@ class ModelRunner:
         for seq_id in plan.release:
             self._release(seq_id)
         logits: dict[str, torch.Tensor] = {}
-        for seq_id, prompt, sampling in plan.prefill:
-            logits[seq_id] = self._prefill(seq_id, prompt, sampling)
-        if plan.decode:
-            logits.update(self._decode(plan.decode))
+        self._counting = True
+        try:
+            for seq_id, prompt, sampling in plan.prefill:
+                logits[seq_id] = self._prefill(seq_id, prompt, sampling)
+            if plan.decode:
+                logits.update(self._decode(plan.decode))
+        finally:
+            self._counting = False
         if not self.sample:
             return {}
         return {
@@ -203,8 +212,11 @@ class ModelRunner:
         counts = self._counts[layer]
 
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not self._counting:
+                return
             top_k_index = args[1] if len(args) > 1 else kwargs["top_k_index"]  # (tokens, top_k)
-            counts.add_(torch.bincount(top_k_index.reshape(-1).cpu(), minlength=counts.numel()))
+            ids = top_k_index.reshape(-1).to(counts.device)  # (tokens * top_k,)
+            counts.add_(torch.bincount(ids, minlength=counts.numel()))
 
         return hook
 
