@@ -91,7 +91,7 @@ class ModelServer:
         self._meta: dict[str, str] = {}
         self._tokens = 0
         self._saved_tokens = -1
-        self._stats_task = asyncio.get_event_loop().create_task(self._save_stats_loop())
+        self._stats_task: asyncio.Task | None = None  # started by the first request
 
     # -- metering ------------------------------------------------------------------------
     def _on_finish(
@@ -101,8 +101,7 @@ class ModelServer:
         tenant_id = self._meta.pop(request.request_id, "")
         self._tokens += prompt + completion
         latency_ms = (time.monotonic() - started) * 1000
-        loop = asyncio.get_event_loop()
-        loop.run_in_executor(
+        asyncio.get_running_loop().run_in_executor(
             None,
             lambda: self.meter.record(
                 request_id=request.request_id,
@@ -145,6 +144,8 @@ class ModelServer:
             sampling=SamplingParams(**request.get("sampling", {})),
             stop=list(request.get("stop") or []),
         )
+        if self._stats_task is None:
+            self._stats_task = asyncio.get_running_loop().create_task(self._save_stats_loop())
         self._started[gen.request_id] = time.monotonic()
         self._meta[gen.request_id] = request["tenant_id"]
         async for chunk in self.engine.generate(gen):
