@@ -115,7 +115,7 @@ def seed_platform(db: Database, *, seed: int = 0) -> Seeded:
         s.add_all([done, running, queued])
         s.flush()
         started = now - timedelta(minutes=45)
-        add_event(s, done, "Job started on 2 workers")
+        add_event(s, done, "Job started on 2 workers").created_at = started
         for step in range(1, 37):
             at = started + timedelta(seconds=40 * step)
             data = {"step": step, "total_steps": 36, "train_loss": _loss(step), "lr": 2e-3}
@@ -129,7 +129,8 @@ def seed_platform(db: Database, *, seed: int = 0) -> Seeded:
                     data=data,
                 )  # fmt: skip
             event.created_at = at
-        add_event(s, done, "Job succeeded: registered ft:qwen3-moe-tiny:acme:support")
+        finished = add_event(s, done, "Job succeeded: registered ft:qwen3-moe-tiny:acme:support")
+        finished.created_at = now - timedelta(minutes=20)
         for step in range(1, 9):
             data = {"step": step, "total_steps": 36, "train_loss": _loss(step) + 0.1}
             add_event(s, running, f"Step {step}", type_="metrics", data=data)

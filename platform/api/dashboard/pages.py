@@ -198,7 +198,10 @@ def render_job(
     except NotFound as exc:
         return not_found(request, operator, exc)
     events = db.scalars(
-        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id.desc()).limit(100)
+        select(JobEvent)
+        .where(JobEvent.job_id == job.id)
+        .order_by(JobEvent.created_at.desc(), JobEvent.id.desc())
+        .limit(100)
     ).all()
     checkpoints = db.scalars(
         select(JobCheckpoint).where(JobCheckpoint.job_id == job.id).order_by(JobCheckpoint.step)

@@ -12,7 +12,7 @@
   "use strict";
 
   var SVG = "http://www.w3.org/2000/svg";
-  var W = 720, H = 240, M = { l: 62, r: 16, t: 12, b: 40 };
+  var H = 240, M = { l: 62, r: 16, t: 12, b: 40 };
   var PALETTE = ["#1f6feb", "#e8710a", "#2e7d32", "#9334e6", "#c62828", "#00838f", "#6d4c41"];
 
   function svgEl(tag, attrs, parent) {
@@ -112,6 +112,8 @@
 
     clear(container);
     legend(container, series);
+    /* draw at the container's own width, so text keeps its size on any screen */
+    var W = Math.max(360, Math.round(container.clientWidth || 720));
     var xType = (opts.x && opts.x.type) || "linear";
     var xmin = Math.min.apply(null, xs), xmax = Math.max.apply(null, xs);
     if (xmax === xmin) { xmin -= 1; xmax += 1; }
@@ -172,10 +174,10 @@
         });
       }
     });
-    hover(container, svg, series, X, xType, opts);
+    hover(container, svg, series, X, xType, opts, W);
   }
 
-  function hover(container, svg, series, X, xType, opts) {
+  function hover(container, svg, series, X, xType, opts, W) {
     var tip = htmlEl("div", "hover", container);
     var guide = svgEl("line", { y1: M.t, y2: H - M.b, stroke: "#5f6b7a", "stroke-width": 1,
       visibility: "hidden" }, svg);
@@ -221,12 +223,14 @@
     clear(container);
     var max = 0;
     rows.forEach(function (r) { r.forEach(function (v) { max = Math.max(max, v); }); });
-    var cell = Math.max(10, Math.min(36, Math.floor((W - 70 - 20) / cols)));
-    var rowH = Math.max(12, Math.min(24, cell));
-    var left = 70, top = 8, width = left + cols * cell + 20;
+    var room = Math.max(360, container.clientWidth || 720);
+    var cell = Math.max(8, Math.min(48, Math.floor((room - 70 - 20) / cols)));
+    var rowH = Math.max(12, Math.min(28, cell));
+    var left = 70, top = 8;
+    var width = Math.min(room, Math.max(left + cols * cell + 20, left + 520));
     var height = top + rows.length * rowH + 70;
-    var svg = svgEl("svg", { viewBox: "0 0 " + Math.max(width, 360) + " " + height, role: "img",
-      "aria-label": "expert load heatmap" }, container);
+    var svg = svgEl("svg", { viewBox: "0 0 " + width + " " + height, width: width, height: height,
+      class: "heat", role: "img", "aria-label": "expert load heatmap" }, container);
     var label = opts.colLabel || "column", rowLabel = opts.rowLabel || "row";
     rows.forEach(function (r, i) {
       svgEl("text", { x: left - 8, y: top + i * rowH + rowH / 2 + 4, "text-anchor": "end" }, svg)
