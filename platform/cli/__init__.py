@@ -46,7 +46,7 @@ def version() -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision")] = "head") -> None:
+def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision")] = "heads") -> None:
     """Apply database migrations (safe to run repeatedly, and before every rollout)."""
     from moeplane.store.migrate import upgrade
 

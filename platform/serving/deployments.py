@@ -29,6 +29,7 @@ from moeplane.store.registry import resolve_model
 from moeplane.store.tenants import lock_quota
 
 __all__ = [
+    "KIND_BY_FAMILY",
     "DeploymentChange",
     "DeploymentRequest",
     "create_deployment",
@@ -36,6 +37,10 @@ __all__ = [
     "serving_spec",
     "update_deployment",
 ]
+
+
+# model family -> deployment kind (which Serve application serves it)
+KIND_BY_FAMILY = {"qwen3_moe": "llm", "qwen3": "llm", "sentence_embedding": "embeddings"}
 
 
 @dataclass
@@ -47,6 +52,10 @@ class DeploymentRequest:
     autoscaling: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     max_batch_size: int = 8
+    # "recommender" deployments serve an index, not a model version (the catalog code makes
+    # them); every other kind follows from the model's family (KIND_BY_FAMILY)
+    kind: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,17 +88,26 @@ def _check_quota(
 
 def _version_spec(
     db: Session, tenant_id: str, model_id: str, version: int | None, expert_shards: int
-) -> ModelVersion:
+) -> tuple[str, ModelVersion]:
+    """The deployment kind and model version; raises naming the field when unservable."""
     model, found = resolve_model(db, tenant_id, model_id, version)
     check_shards(model.family, int(found.config.get("num_experts") or 0), expert_shards)
-    return found
+    kind = KIND_BY_FAMILY.get(model.family)
+    if kind is None:
+        raise InvalidRequest(f"models of family '{model.family}' cannot be served", param="model")
+    return kind, found
 
 
 def create_deployment(db: Session, tenant: Tenant, request: DeploymentRequest) -> Deployment:
     name = validate_name(request.name)
     autoscaling = Autoscaling.of(request.autoscaling)
     resources = Resources.of(request.resources)
-    version = _version_spec(db, tenant.id, request.model, request.version, request.expert_shards)
+    if request.kind == "recommender":
+        kind, version = "recommender", None
+    else:
+        kind, version = _version_spec(
+            db, tenant.id, request.model, request.version, request.expert_shards
+        )
     _check_quota(db, tenant.id, autoscaling.max_replicas, exclude=None, creating=True)
     exists = db.scalar(
         select(func.count()).where(Deployment.tenant_id == tenant.id, Deployment.name == name)
@@ -104,8 +122,10 @@ def create_deployment(db: Session, tenant: Tenant, request: DeploymentRequest) -
         tenant_id=tenant.id,
         name=name,
         app_name=app_name,
+        kind=kind,
+        options=dict(request.options),
         model=request.model,
-        model_version_id=version.id,
+        model_version_id=version.id if version else None,
         pinned_version=request.version,
         expert_shards=request.expert_shards,
         autoscaling=_as_dict(autoscaling),
@@ -128,13 +148,21 @@ def update_deployment(db: Session, deployment: Deployment, change: DeploymentCha
     resources = Resources.of(deployment.resources | (change.resources or {}))
     repin = change.model is not None or change.version is not None
     version_number = change.version if repin else deployment.pinned_version
-    version = _version_spec(db, deployment.tenant_id, model, version_number, shards)
+    if deployment.kind == "recommender":
+        version = None
+    else:
+        kind, version = _version_spec(db, deployment.tenant_id, model, version_number, shards)
+        if kind != deployment.kind:
+            raise InvalidRequest(
+                f"'{model}' is served as {kind}, this deployment as {deployment.kind}",
+                param="model",
+            )
     _check_quota(
         db, deployment.tenant_id, autoscaling.max_replicas, exclude=deployment.id, creating=False
     )
     before = _spec_fields(deployment)
     deployment.model = model
-    deployment.model_version_id = version.id
+    deployment.model_version_id = version.id if version else None
     if repin:
         deployment.pinned_version = change.version
     deployment.expert_shards = shards
@@ -159,9 +187,12 @@ def delete_deployment(db: Session, deployment: Deployment) -> Deployment:
     return deployment
 
 
-def serving_spec(deployment: Deployment, version: ModelVersion, database_url: str) -> ServingSpec:
-    """The Serve application args for a deployment's current generation."""
-    if not version.artifact_uri.startswith("file://"):
+def serving_spec(
+    deployment: Deployment, version: ModelVersion | None, database_url: str
+) -> ServingSpec:
+    """The Serve application args for a deployment's current generation (``version`` is None
+    for kinds that serve no model version, e.g. a recommender's index)."""
+    if version is not None and not version.artifact_uri.startswith("file://"):
         raise InvalidRequest(
             f"model version {version.id} lives at {version.artifact_uri}: serving reads "
             "checkpoints from file:// storage (a path every Ray node mounts)",
@@ -172,14 +203,16 @@ def serving_spec(deployment: Deployment, version: ModelVersion, database_url: st
         tenant_id=deployment.tenant_id,
         generation=deployment.generation,
         model=deployment.model,
-        model_version_id=version.id,
-        artifact_uri=version.artifact_uri,
-        family=str(version.config.get("family", "qwen3_moe")),
+        model_version_id=version.id if version else "",
+        artifact_uri=version.artifact_uri if version else "",
+        family=str(version.config.get("family", "")) if version else "",
         expert_shards=deployment.expert_shards,
         max_batch_size=deployment.max_batch_size,
         autoscaling=Autoscaling.of(deployment.autoscaling),
         resources=Resources.of(deployment.resources),
         database_url=database_url,
+        kind=deployment.kind,
+        options=dict(deployment.options),
     )
 
 
@@ -190,6 +223,7 @@ def _as_dict(value: Any) -> dict[str, Any]:
 def _spec_fields(d: Deployment) -> tuple:
     return (
         d.model_version_id,
+        tuple(sorted(d.options.items())),
         d.expert_shards,
         tuple(sorted(d.autoscaling.items())),
         tuple(sorted(d.resources.items())),

@@ -40,10 +40,12 @@ class Target:
     artifact_path: str
 
 
-def resolve_target(db: Session, tenant_id: str, model: str) -> Target:
-    """The tenant's deployment for ``model``: a deployment name or id, or a model id that one
-    of its deployments serves (the most recent one that is up). Another tenant's is a 404."""
-    rows = list(db.scalars(scoped(Deployment, tenant_id).order_by(Deployment.id.desc())))
+def resolve_target(db: Session, tenant_id: str, model: str, kind: str = "llm") -> Target:
+    """The tenant's deployment of ``kind`` for ``model``: a deployment name or id, or a model
+    id that one of its deployments serves (the most recent one that is up). Another tenant's
+    is a 404."""
+    stmt = scoped(Deployment, tenant_id).where(Deployment.kind == kind)
+    rows = list(db.scalars(stmt.order_by(Deployment.id.desc())))
     named = [d for d in rows if model in (d.name, d.id)]
     candidates = named or [d for d in rows if d.model == model]
     if not candidates:
@@ -63,6 +65,8 @@ def resolve_target(db: Session, tenant_id: str, model: str) -> Target:
         )
     d = live[0]
     version_id = d.observed_version_id or d.model_version_id
+    if version_id is None:  # serves no model version (a recommender)
+        return Target(d.id, d.app_name, model, "", "")
     version = db.get(ModelVersion, version_id)
     if version is None:
         raise ServiceUnavailable(f"model version {version_id} is gone", code="version_missing")

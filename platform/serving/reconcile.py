@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from moeplane.config import Settings
 from moeplane.errors import DomainError, ServiceUnavailable
+from moeplane.serving.spec import APP_BUILDERS
 from moeplane.store.db import Database
 from moeplane.store.models import Deployment, ModelVersion
 
@@ -44,7 +45,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 APP_PREFIX = "mp-"  # every Serve application the platform owns; others are left alone
-IMPORT_PATH = "moeplane.serving.app:build"
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ class ServeClient:
 def app_config(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
-        "import_path": IMPORT_PATH,
+        "import_path": APP_BUILDERS[args.get("kind", "llm")],
         "route_prefix": f"/{name}",
         "args": args,
     }
@@ -210,9 +210,9 @@ def _desired(db: Session, settings: Settings) -> list[DesiredApp]:
         if dep.status == "deleting":
             desired.append(DesiredApp(dep.id, dep.app_name, dep.generation, True, None))
             continue
-        version = db.get(ModelVersion, dep.model_version_id)
+        version = db.get(ModelVersion, dep.model_version_id) if dep.model_version_id else None
         args, error = None, None
-        if version is None:
+        if dep.model_version_id and version is None:
             error = f"model version {dep.model_version_id} no longer exists"
         else:
             try:

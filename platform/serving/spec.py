@@ -15,6 +15,7 @@ from moeplane.errors import InvalidRequest, QuotaExceeded
 from moeplane.modeling.experts import expert_slice
 
 __all__ = [
+    "APP_BUILDERS",
     "AUTOSCALING_POLICIES",
     "Autoscaling",
     "Resources",
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 AUTOSCALING_POLICIES = ("ongoing_requests", "tokens")
+# deployment kind -> the Serve application builder (import path) the reconciler deploys
+APP_BUILDERS = {
+    "llm": "moeplane.serving.app:build",
+    "embeddings": "moeplane.serving.embeddings:build",
+    "recommender": "moeplane.serving.recommend:build",
+}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
@@ -89,6 +96,9 @@ class ServingSpec:
     resources: Resources = field(default_factory=Resources)
     # where the replica meters usage and routing statistics (metering at the engine)
     database_url: str = ""
+    # llm | embeddings | recommender: which Serve application builder runs it (APP_BUILDERS)
+    kind: str = "llm"
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific replica arguments
 
     def to_args(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     from moeplane.store.db import make_engine
 
     engine = make_engine(url)  # creates the SQLite folder if needed

@@ -297,8 +297,13 @@ class Deployment(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(40))
     app_name: Mapped[str] = mapped_column(String(100), unique=True)  # mp-<tenant>-<name>
+    # what the Serve application runs: llm (chat/completions) | embeddings | recommender
+    kind: Mapped[str] = mapped_column(String(16), default="llm")
+    # kind-specific arguments for the replicas (e.g. a recommender's catalog and index)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     model: Mapped[str] = mapped_column(String(200))  # the model id as the tenant named it
-    model_version_id: Mapped[str] = mapped_column(String(40))
+    # NULL for kinds that serve no registered model version (a recommender serves an index)
+    model_version_id: Mapped[str | None] = mapped_column(String(40))
     # the version number the tenant pinned; NULL = follow the latest at creation/PATCH time
     pinned_version: Mapped[int | None] = mapped_column(Integer)
     expert_shards: Mapped[int] = mapped_column(Integer, default=1)

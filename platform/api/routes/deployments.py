@@ -4,8 +4,8 @@ statistics. The reconciler does the work; these routes only write the desired st
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
+from moeplane.api.dashboard.data import deployment_experts
 from moeplane.api.deps import DbSession, Idempotency, Pagination, TenantCtx
 from moeplane.api.schemas.common import ListPage
 from moeplane.api.schemas.deployments import (
@@ -22,7 +22,7 @@ from moeplane.serving.deployments import (
     update_deployment,
 )
 from moeplane.store.audit import audit
-from moeplane.store.models import Deployment, ExpertStats
+from moeplane.store.models import Deployment
 from moeplane.store.scoping import get_owned, page, scoped
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
@@ -104,29 +104,5 @@ def remove(deployment_id: str, tenant: TenantCtx, db: DbSession):
 
 @router.get("/{deployment_id}/experts", response_model=ExpertStatsPublic)
 def experts(deployment_id: str, tenant: TenantCtx, db: DbSession):
-    deployment = _deployment(db, tenant.id, deployment_id)
-    rows = db.scalars(
-        select(ExpertStats).where(
-            ExpertStats.deployment_id == deployment.id,
-            # only the version being served: a rolling update starts the counts afresh
-            ExpertStats.model_version_id
-            == (deployment.observed_version_id or deployment.model_version_id),
-        )
-    ).all()
-    counts: list[list[int]] = []
-    for row in rows:
-        if not counts:
-            counts = [list(layer) for layer in row.counts]
-            continue
-        for total, layer in zip(counts, row.counts, strict=True):
-            for i, n in enumerate(layer):
-                total[i] += n
-    load = [[n / max(1, sum(layer)) for n in layer] for layer in counts]
-    return ExpertStatsPublic(
-        deployment_id=deployment.id,
-        model_version_id=deployment.observed_version_id,
-        replicas=len(rows),
-        tokens=sum(r.tokens for r in rows),
-        counts=counts,
-        load=load,
-    )
+    """Routing statistics: tokens per layer and expert, summed over the serving replicas."""
+    return deployment_experts(db, _deployment(db, tenant.id, deployment_id))

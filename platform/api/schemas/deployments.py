@@ -81,8 +81,9 @@ class DeploymentPublic(BaseModel):
     id: str
     object: Literal["deployment"] = "deployment"
     name: str
+    kind: str = Field(description="llm | embeddings | recommender")
     model: str
-    model_version_id: str
+    model_version_id: str | None
     expert_shards: int
     autoscaling: AutoscalingSpec
     resources: ResourcesSpec
@@ -102,6 +103,7 @@ class DeploymentPublic(BaseModel):
         return cls(
             id=d.id,
             name=d.name,
+            kind=d.kind,
             model=d.model,
             model_version_id=d.model_version_id,
             expert_shards=d.expert_shards,

@@ -23,7 +23,7 @@ def test_create_shape_defaults_and_list(client, database, catalog):
     assert created.status_code == 201, created.text
     dep = created.json()
     assert dep["object"] == "deployment" and dep["id"].startswith("dep-")
-    assert dep["status"] == "pending" and dep["generation"] == 1
+    assert dep["status"] == "pending" and dep["generation"] == 1 and dep["kind"] == "llm"
     assert dep["observed_generation"] == 0 and dep["observed_version_id"] is None
     assert dep["model_version_id"] == catalog["qwen3-moe-tiny"]
     assert dep["serve_application"] == "mp-acme-corp-support"
