@@ -287,6 +287,25 @@ def test_openai_client_streaming_and_exact_metering(platform, acme):
     assert totals["completion_tokens"] == sum(r.completion_tokens for r in rows)
 
 
+def test_chat_command_streams_an_answer(platform, acme):
+    tenant, _ = acme
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOEPLANE_")} | {
+        "MOEPLANE_API_URL": platform["url"],
+        "MOEPLANE_API_KEY": tenant.key,
+    }
+    chat = subprocess.run(
+        [sys.executable, "-m", "moeplane.cli", "chat", "two", "--max-tokens", "8"],
+        env=env,
+        input="hello\nand again\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert chat.returncode == 0, chat.stderr
+    answers = [line for line in chat.stdout.splitlines() if "assistant> " in line]
+    assert len(answers) == 2 and all(len(a) > len("you> assistant> ") for a in answers), chat.stdout
+
+
 def _aborted(db, tenant_id):
     with db.session() as session:
         return session.scalars(

@@ -96,3 +96,36 @@ def test_models_import_validates_and_registers(settings, database, base_checkpoi
     empty.mkdir()
     refused = _run(["models", "import", str(empty), "--name", "broken"], env)
     assert refused.returncode == 1 and "config.json" in refused.stderr
+
+
+def test_deploy_commands(app, settings, database, catalog, live_server_factory):
+    server = live_server_factory(app)
+    tenant = make_tenant(database)
+    env = _env(settings, MOEPLANE_API_URL=server.url, MOEPLANE_API_KEY=tenant.key)
+    created = _run(
+        ["deploy", "create", "bot", "--model", "qwen3-moe-tiny", "--expert-shards", "2"], env
+    )
+    assert created.returncode == 0, created.stderr
+    dep_id = created.stdout.strip()
+    assert dep_id.startswith("dep-")
+    listed = _run(["deploy", "list"], env).stdout
+    assert dep_id in listed and "pending" in listed and "S=2" in listed
+    shown = json.loads(_run(["deploy", "show", dep_id], env).stdout)
+    assert shown["expert_shards"] == 2 and shown["experts"]["counts"] == []
+    scaled = _run(["deploy", "scale", dep_id, "--max-replicas", "2"], env)
+    assert scaled.returncode == 0 and "generation 2" in scaled.stdout
+    refused = _run(
+        ["deploy", "create", "odd", "--model", "qwen3-moe-tiny", "--expert-shards", "3"], env
+    )
+    assert refused.returncode == 1 and "(expert_shards)" in refused.stderr
+    assert _run(["deploy", "delete", dep_id], env).stdout.strip() == "deleting"
+    # chat against a deployment that is not running: a clear error, not a hang
+    chat = subprocess.run(
+        [sys.executable, "-m", "moeplane.cli", "chat", "bot"],
+        env=env,
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chat.returncode == 1 and "503" in chat.stderr, chat.stderr
