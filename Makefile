@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint format bench clean
+.PHONY: install up demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/moeplane up
+
+demo: $(STAMP)
+	$(BIN)/moeplane demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from moeplane.cli import client, services, serving
+from moeplane.cli import client, demo, services, serving
 from moeplane.config import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="moeplane: fine-tune and serve MoE models per tenant.")
@@ -24,6 +24,7 @@ app.add_typer(client.files_app, name="files")
 app.add_typer(client.jobs_app, name="jobs")
 app.add_typer(serving.deploy_app, name="deploy")
 app.command("chat")(serving.chat)
+app.command("demo")(demo.demo)
 app.command()(services.worker)
 app.command()(services.beat)
 app.command()(services.api)
