@@ -11,12 +11,15 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -364,3 +367,75 @@ class ExpertStats(Base):
     counts: Mapped[list[list[int]]] = mapped_column(JSON, default=list)  # [layer][expert]
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Bot(Base):
+    """A customer-support bot: a knowledge base (files), a chat deployment and a prompt."""
+
+    __tablename__ = "bots"
+    __table_args__ = (Index("ix_bots_tenant", "tenant_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # bot-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))  # one of the tenant's llm deployments
+    system_prompt: Mapped[str] = mapped_column(String(8000), default="")
+    # below this retrieval confidence the bot hands the conversation to a person
+    escalation_threshold: Mapped[float] = mapped_column(Float, default=0.35)
+    knowledge_file_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # indexing | ready | failed
+    status: Mapped[str] = mapped_column(String(16), default="indexing")
+    status_reason: Mapped[str | None] = mapped_column(String(2000))
+    passage_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class KnowledgePassage(Base):
+    """One retrievable passage of a bot's knowledge base, with its sentence embedding."""
+
+    __tablename__ = "knowledge_passages"
+    __table_args__ = (Index("ix_passages_bot", "bot_id", "ordinal"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # psg-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
+    file_id: Mapped[str] = mapped_column(String(40))
+    ordinal: Mapped[int] = mapped_column(Integer)  # position in the bot's knowledge base
+    ref: Mapped[str] = mapped_column(String(200))  # the FAQ entry's id, or the heading's slug
+    title: Mapped[str] = mapped_column(String(500))
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, unit length
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_bot", "bot_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # conv-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Message(Base):
+    """A turn of a support conversation; assistant turns carry citations and escalation."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation", "conversation_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    content: Mapped[str] = mapped_column(Text)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    escalate: Mapped[bool] = mapped_column(Boolean, default=False)
+    escalation_reason: Mapped[str | None] = mapped_column(String(32))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
