@@ -29,13 +29,16 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "Catalog",
     "File",
     "FineTuneJob",
     "IdempotencyRecord",
+    "InteractionEvent",
     "JobCheckpoint",
     "JobEvent",
     "Model",
     "ModelVersion",
+    "Product",
     "Quota",
     "Tenant",
     "UsageCounter",
@@ -439,3 +442,72 @@ class Message(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- recommendations (catalogs, products, interaction events) ------------------------------------
+
+
+class Catalog(Base):
+    """A tenant's product catalog and its recommendation index.
+
+    ``generation`` rises with every requested index build; the build task builds exactly that
+    generation and copies it to ``built_generation`` when the index is stored (so a redelivered
+    task is a no-op). The index lives in storage at ``index_uri``; a ``recommender`` deployment
+    (``deployment_id``) serves it.
+    """
+
+    __tablename__ = "catalogs"
+    __table_args__ = (Index("ix_catalogs_tenant", "tenant_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # cat-...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    # queued | building | ready | failed
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1 of the current build
+    error: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # {code, message}
+    products_file: Mapped[str] = mapped_column(String(40))
+    events_file: Mapped[str | None] = mapped_column(String(40))
+    product_count: Mapped[int] = mapped_column(Integer, default=0)
+    event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    built_generation: Mapped[int] = mapped_column(Integer, default=0)
+    index_uri: Mapped[str | None] = mapped_column(String(1000))
+    deployment_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        UniqueConstraint("catalog_id", "product_id", name="uq_product_catalog_id"),
+        Index("ix_products_tenant", "tenant_id", "catalog_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    catalog_id: Mapped[str] = mapped_column(ForeignKey("catalogs.id", ondelete="CASCADE"))
+    product_id: Mapped[str] = mapped_column(String(200))  # the tenant's own id
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(200), default="")
+    price: Mapped[float] = mapped_column(Float, default=0.0)
+    in_stock: Mapped[bool] = mapped_column(Boolean, default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class InteractionEvent(Base):
+    __tablename__ = "interaction_events"
+    __table_args__ = (
+        Index("ix_interactions_tenant", "tenant_id", "catalog_id"),
+        Index("ix_interactions_user", "catalog_id", "user_id", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    catalog_id: Mapped[str] = mapped_column(ForeignKey("catalogs.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    product_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(16))  # view | cart | purchase
+    timestamp: Mapped[datetime] = mapped_column()
