@@ -134,7 +134,7 @@ def _spec(path: Path, db_url: str, shards: int, name: str) -> ServingSpec:
         expert_shards=shards,
         max_batch_size=32,
         autoscaling=Autoscaling(min_replicas=1, max_replicas=1),
-        resources=Resources(cpus_per_shard=1.0 if shards == 1 else 0.9),
+        resources=Resources(cpus_per_shard=2.0 if shards == 1 else 0.9),
         database_url=db_url,
     )
 
@@ -206,9 +206,8 @@ def _gateway_latency(tmp: Path, db_url: str, handle, path: Path, n: int) -> tupl
             client.post("/v1/chat/completions", json=body).raise_for_status()
             api.append(time.perf_counter() - start)
     tokenizer = app.state.gateway.tokenizers.get(version.id, str(path))[0]
-    ids = list(
-        tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=True)
-    )
+    ids = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     async def direct() -> list[float]:
         out = []
@@ -256,24 +255,25 @@ def main() -> None:
     upgrade(db_url)
 
     rows = [bench_generate(path, tokenizer, n, args.per_stream, args.max_tokens) for n in streams]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        handles = {}
+        # one deployment at a time: each gets the whole machine, as (a) does
         for shards in (1, 2):
             name = f"bench-s{shards}"
             app = build(_spec(path, db_url, shards, name).to_args())
-            handles[shards] = serve.run(app, name=name, route_prefix=None).options(stream=True)
-        for shards in (1, 2):
+            handle = serve.run(app, name=name, route_prefix=None).options(stream=True)
             label = f"({'b' if shards == 1 else 'c'}) Serve, expert_shards={shards}"
             for n in streams:
                 rows.append(
                     asyncio.run(
-                        _serve_load(
-                            handles[shards], tokenizer, n, args.per_stream, args.max_tokens, label
-                        )
+                        _serve_load(handle, tokenizer, n, args.per_stream, args.max_tokens, label)
                     )
                 )
-        api_p50, handle_p50 = _gateway_latency(tmp, db_url, handles[1], path, args.gateway_calls)
+            if shards == 1:
+                api_p50, handle_p50 = _gateway_latency(
+                    tmp, db_url, handle, path, args.gateway_calls
+                )
+            serve.delete(name)
     finally:
         serve.shutdown()
         ray.shutdown()

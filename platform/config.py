@@ -82,13 +82,23 @@ class Settings(BaseSettings):
             self.training_cpus = float(os.cpu_count() or 1)
         return self
 
-    def ray_auth_headers(self) -> dict[str, str]:
-        """HTTP headers for Ray's dashboard and Jobs API (empty when Ray runs without tokens)."""
+    def _ray_token(self) -> str | None:
         token = self.ray_auth_token.get_secret_value() if self.ray_auth_token else None
         default = Path.home() / ".ray" / "auth_token"
         if token is None and default.is_file():
             token = default.read_text().strip()
+        return token or None
+
+    def ray_auth_headers(self) -> dict[str, str]:
+        """HTTP headers for Ray's dashboard and Jobs API (empty when Ray runs without tokens)."""
+        token = self._ray_token()
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def ray_driver_env(self) -> dict[str, str]:
+        """Environment a Ray driver (``ray.init``) needs to join a token-authenticated cluster:
+        Ray's client only sends its token with ``RAY_AUTH_MODE=token``."""
+        token = self._ray_token()
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else {}
 
     @property
     def ray_gcs_address(self) -> str:

@@ -6,6 +6,7 @@ uvicorn runs it as ``moeplane.api.app:create_app`` with ``--factory``.
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -60,6 +61,9 @@ def create_app(
     dispatch: Dispatch | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    # The inference gateway is a Ray driver; Ray reads its token mode from the environment
+    # when it is first imported, so set it now, before anything imports ray.
+    os.environ.update(settings.ray_driver_env())
     owns_db = db is None
     db = db or Database(settings.database_url)
     limiter = limiter or make_limiter(settings.redis_url)

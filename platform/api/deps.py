@@ -161,12 +161,11 @@ async def in_short_transaction(request: Request, fn, *args):  # type: ignore[no-
 
 
 async def _tenant_short(request: Request) -> TenantScope:
-    def auth(session: Session) -> Principal:
+    def auth(session: Session) -> TenantScope:  # one thread hop: key, tenant, rpm
         key, tenant, quota = authenticate(session, _bearer(request))
-        return Principal(key=key, tenant=tenant, quota=quota)
+        return require_tenant(request, Principal(key=key, tenant=tenant, quota=quota))
 
-    principal = await in_short_transaction(request, auth)
-    return await run_in_threadpool(require_tenant, request, principal)
+    return await in_short_transaction(request, auth)
 
 
 # Like TenantCtx, without a session that lives as long as the route.

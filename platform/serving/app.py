@@ -128,7 +128,7 @@ class ModelServer:
                 if counts:
                     tokens = sum(counts[0]) // max(1, self.top_k)
                     await asyncio.to_thread(
-                        self.meter.save_expert_counts, self.replica_id, counts, tokens
+                        self.meter.save_expert_counts, self.replica_id, counts, tokens, self.shards
                     )
                 self._saved_tokens = self._tokens
             except Exception:  # statistics are best effort; serving goes on

@@ -10,6 +10,7 @@ prompts before anything reaches a replica.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -116,6 +117,8 @@ class Gateway:
         self._connected = False
 
     def _connect(self) -> None:
+        # Ray reads its auth mode when first imported: set it before (see create_app too)
+        os.environ.update(self.settings.ray_driver_env())
         import ray
 
         if self._connected or ray.is_initialized():
@@ -132,6 +135,10 @@ class Gateway:
         except ConnectionError as exc:
             raise ServiceUnavailable(f"Ray is unreachable: {exc}", code="ray_unavailable") from exc
         self._connected = True
+
+    def cached_handle(self, app_name: str) -> Any | None:
+        """The handle if this process has one already (no blocking: callable on the loop)."""
+        return self._handles.get(app_name)
 
     def handle(self, app_name: str) -> Any:
         """A streaming handle to the app's ModelServer (blocking on first use: call in a thread)."""
@@ -164,11 +171,14 @@ class Gateway:
 
     async def stream(self, handle: Any, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         response = handle.generate.remote(payload)
+        finished = False
         try:
             async for chunk in response:
                 yield chunk
+            finished = True
         finally:
-            response.cancel()  # a client that went away stops the generation (it is billed)
+            if not finished:
+                response.cancel()  # a client that went away stops the generation (it is billed)
 
 
 def check_context(prompt_tokens: int, max_tokens: int, context: int) -> None:

@@ -9,6 +9,8 @@ by the gateway's request id, so a retried write cannot bill twice.
 
 from __future__ import annotations
 
+from typing import Any
+
 from moeplane.store.db import Database
 from moeplane.store.models import ExpertStats, InferenceRequest
 from moeplane.store.usage import record_usage
@@ -53,7 +55,13 @@ class Meter:
             record_usage(session, tenant_id, "completion_tokens", completion_tokens)
         return True
 
-    def save_expert_counts(self, replica_id: str, counts: list[list[int]], tokens: int) -> None:
+    def save_expert_counts(
+        self,
+        replica_id: str,
+        counts: list[list[int]],
+        tokens: int,
+        shards: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Overwrite this replica's cumulative routing counts (idempotent); ``tokens`` is how
         many tokens went through the MoE layers."""
         with self.db.session() as session:
@@ -64,6 +72,7 @@ class Meter:
             row.model_version_id = self.version_id
             row.counts = counts
             row.tokens = tokens
+            row.shards = list(shards or [])
 
     def close(self) -> None:
         self.db.dispose()

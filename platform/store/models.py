@@ -369,6 +369,8 @@ class ExpertStats(Base):
     model_version_id: Mapped[str] = mapped_column(String(40))
     counts: Mapped[list[list[int]]] = mapped_column(JSON, default=list)  # [layer][expert]
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # what each expert shard of the replica holds (moeplane.modeling.ShardInfo as dicts)
+    shards: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

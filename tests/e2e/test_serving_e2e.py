@@ -152,9 +152,6 @@ def acme(platform):
 
 def test_sharded_and_unsharded_replicas_agree_token_for_token(platform, acme):
     tenant, ids = acme
-    import ray
-    from ray import serve
-
     from moeplane.modeling import is_expert_key, load_model
 
     with _api(platform, tenant) as client:
@@ -184,12 +181,14 @@ def test_sharded_and_unsharded_replicas_agree_token_for_token(platform, acme):
         expected = tokenizer.decode(out[0, ids_.shape[1] :], skip_special_tokens=True)
         assert got["choices"][0]["message"]["content"] == expected
     # each shard of "two" holds exactly half of the experts' parameters
-    if not ray.is_initialized():
-        ray.init(address=platform["ray"]["address"], log_to_driver=False)
-    with platform["db"].session() as session:
-        app_name = session.get(Deployment, ids["two"]).app_name
-    stats = serve.get_app_handle(app_name).stats.remote().result(timeout_s=60)
-    shards = stats["shards"]
+    with _api(platform, tenant) as client:  # replicas save their shard report every few seconds
+        _wait_until(
+            lambda: client.get(f"/v1/deployments/{ids['two']}/experts").json()["shards"],
+            "the replica reported its shards",
+        )
+        experts = client.get(f"/v1/deployments/{ids['two']}/experts").json()
+    shards = experts["shards"]
+    assert experts["tokens"] > 0 and len(experts["counts"]) == 2  # 2 MoE layers
     assert [s["shard_index"] for s in shards] == [0, 1]
     total_experts = sum(p.numel() for n, p in model.named_parameters() if is_expert_key(n))
     assert all(s["expert_param_count"] * 2 == total_experts for s in shards), shards

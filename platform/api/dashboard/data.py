@@ -284,6 +284,7 @@ def deployment_experts(db: Session, deployment: Deployment) -> ExpertStatsPublic
         tokens=sum(r.tokens for r in rows),
         counts=counts,
         load=load,
+        shards=rows[0].shards if rows else [],
     )
 
 

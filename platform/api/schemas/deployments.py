@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -135,3 +135,7 @@ class ExpertStatsPublic(BaseModel):
     counts: list[list[int]]
     # [layer][expert]: share of the layer's routed tokens
     load: list[list[float]]
+    shards: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="What each expert shard of a replica holds: expert range, parameter counts",
+    )

@@ -74,6 +74,7 @@ def upgrade() -> None:
         sa.Column("model_version_id", sa.String(length=40), nullable=False),
         sa.Column("counts", sa.JSON(), nullable=False),
         sa.Column("tokens", sa.BigInteger(), nullable=False),
+        sa.Column("shards", sa.JSON(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["deployment_id"], ["deployments.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("deployment_id", "replica_id"),
