@@ -16,29 +16,16 @@ from fastapi.responses import StreamingResponse
 
 from moeplane.api.deps import TenantNow, TenantScope
 from moeplane.api.metered import (
-    TokenReservation,
     collect,
     open_generation,
-    reserve,
+    reserve_prompt,
     stream_sse,
     usage_of,
 )
 from moeplane.api.schemas.inference import ChatCompletionRequest, CompletionRequest
-from moeplane.serving.gateway import Gateway, Target, check_context
 from moeplane.store.ids import new_id
 
 router = APIRouter(prefix="/v1", tags=["inference"])
-
-
-async def _prepare(
-    request: Request, tenant: TenantScope, model: str, encode, max_tokens: int
-) -> tuple[Target, list[int], TokenReservation]:
-    def measure(gateway: Gateway, target: Target) -> tuple[list[int], int]:
-        prompt_ids, context = encode(gateway, target)
-        check_context(len(prompt_ids), max_tokens, context)
-        return prompt_ids, len(prompt_ids) + max_tokens
-
-    return await reserve(request, tenant, model, measure)
 
 
 def _payload(tenant: TenantScope, prompt_ids: list[int], body, max_tokens: int) -> dict[str, Any]:
@@ -60,7 +47,7 @@ def _finish(reason: str | None) -> str | None:
 async def chat_completions(body: ChatCompletionRequest, request: Request, tenant: TenantNow):
     max_tokens = body.limit()
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    target, prompt_ids, call = await _prepare(
+    target, prompt_ids, call = await reserve_prompt(
         request, tenant, body.model, lambda g, t: g.encode_chat(t, messages), max_tokens
     )
     payload = _payload(tenant, prompt_ids, body, max_tokens)
@@ -107,7 +94,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, tenant
 @router.post("/completions")
 async def completions(body: CompletionRequest, request: Request, tenant: TenantNow):
     prompt = body.text()
-    target, prompt_ids, call = await _prepare(
+    target, prompt_ids, call = await reserve_prompt(
         request, tenant, body.model, lambda g, t: g.encode_text(t, prompt), body.max_tokens
     )
     payload = _payload(tenant, prompt_ids, body, body.max_tokens)
