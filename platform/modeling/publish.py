@@ -20,11 +20,16 @@ from moeplane.modeling.checkpoint import (
     summarize_config,
     validate_checkpoint_dir,
 )
+from moeplane.modeling.embeddings import (
+    EMBEDDING_MODEL_ID,
+    default_model_path,
+    embedding_summary,
+)
 from moeplane.storage import Storage
 from moeplane.store.models import ModelVersion
 from moeplane.store.registry import ensure_model, register_version, summary_dict
 
-__all__ = ["import_checkpoint", "seed_base_models"]
+__all__ = ["import_checkpoint", "register_embedding_model", "seed_base_models"]
 
 CATALOG_SEED = 0  # base weights are random but fixed, so every install has the same models
 
@@ -73,7 +78,33 @@ def seed_base_models(
             )
             _publish(db, storage, path, model_id=name, description=spec.description)
         added.append(name)
+    if register_embedding_model(db) is not None:
+        added.append(EMBEDDING_MODEL_ID)
     return added
+
+
+def register_embedding_model(db: Session) -> ModelVersion | None:
+    """Register the packaged all-MiniLM-L6-v2 (family ``sentence_embedding``, served as an
+    ``embeddings`` deployment) if it has no version yet. Its artifact is the installed package's
+    directory, which every Ray node has because the platform's image installs the package."""
+    if db.scalar(select(ModelVersion.id).where(ModelVersion.model_id == EMBEDDING_MODEL_ID)):
+        return None
+    path = default_model_path()
+    model = ensure_model(
+        db,
+        model_id=EMBEDDING_MODEL_ID,
+        tenant_id=None,
+        family="sentence_embedding",
+        base_model_id=EMBEDDING_MODEL_ID,
+        description="all-MiniLM-L6-v2 sentence embeddings (384 dimensions, English)",
+    )
+    return register_version(
+        db,
+        model,
+        artifact_uri=path.as_uri(),
+        sha256=sha256_dir(path),
+        config=summary_dict(embedding_summary(path)),
+    )
 
 
 def import_checkpoint(db: Session, storage: Storage, path: Path, *, name: str) -> ModelVersion:
