@@ -19,11 +19,13 @@ from moeplane.api.routes import (
     admin_dashboard,
     admin_tenants,
     deployments,
+    embeddings,
     files,
     fine_tuning,
     health,
     inference,
     models,
+    support,
     tenant,
 )
 from moeplane.api.schemas.common import ErrorResponse
@@ -104,6 +106,8 @@ def create_app(
         inference,
         admin_dashboard,
         dashboard,
+        embeddings,
+        support,
     )
     for module in routers:
         app.include_router(module.router)
