@@ -18,6 +18,7 @@ from moeplane.api.routes import (
     admin,
     admin_dashboard,
     admin_tenants,
+    catalogs,
     deployments,
     embeddings,
     files,
@@ -25,6 +26,7 @@ from moeplane.api.routes import (
     health,
     inference,
     models,
+    recommendations,
     support,
     tenant,
 )
@@ -106,6 +108,8 @@ def create_app(
         inference,
         admin_dashboard,
         dashboard,
+        catalogs,
+        recommendations,
         embeddings,
         support,
     )

@@ -43,8 +43,10 @@ def create_celery(settings: Settings) -> Celery:
         },
     )
     from moeplane.jobs.tasks import register_tasks
+    from moeplane.recommend.tasks import register_recommend_tasks
     from moeplane.serving.tasks import register_serving_tasks
 
     register_tasks(app, settings)
     register_serving_tasks(app, settings)
+    register_recommend_tasks(app, settings)
     return app
