@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from moeplane.cli import client, demo, services, serving
+from moeplane.cli.eval import eval_app
 from moeplane.config import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="moeplane: fine-tune and serve MoE models per tenant.")
@@ -23,6 +24,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(client.files_app, name="files")
 app.add_typer(client.jobs_app, name="jobs")
 app.add_typer(serving.deploy_app, name="deploy")
+app.add_typer(eval_app, name="eval")
 app.command("chat")(serving.chat)
 app.command("demo")(demo.demo)
 app.command()(services.worker)

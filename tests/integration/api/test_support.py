@@ -197,3 +197,37 @@ def test_isolation(client, database, catalog):
         headers=other.headers,
     )
     assert probe.status_code == 404 and probe.json()["error"]["param"] == "conversation_id"
+
+
+def test_eval_support_command(
+    app, client, database, settings, catalog, live_server_factory, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from tests.unit.support.kb import QUESTIONS
+
+    tenant, bot = _setup(client, database)
+    server = live_server_factory(app)
+    lines = [{"question": q, "passage": ref} for q, ref in QUESTIONS]
+    lines += [{"question": h, "passage": None, "escalate": True} for h in HUMAN_REQUESTS]
+    path = tmp_path / "questions.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOEPLANE_")} | {
+        "MOEPLANE_HOME": str(settings.home),
+        "MOEPLANE_API_URL": server.url,
+        "MOEPLANE_API_KEY": tenant.key,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "moeplane.cli", "eval", "support", bot["id"], str(path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads(run.stdout)
+    assert metrics["questions"] == len(lines) and metrics["answerable"] == 10
+    assert metrics["hit_at_1"] >= 0.9 and metrics["hit_at_3"] == 1.0
+    assert metrics["escalation_precision"] == 1.0 and metrics["escalation_recall"] == 1.0
