@@ -42,6 +42,7 @@ __all__ = [
     "create_catalog",
     "deployment_name",
     "get_catalog",
+    "load_catalog_records",
     "user_history",
 ]
 
@@ -236,7 +237,10 @@ def _start(database: Database, catalog_id: str) -> tuple[int, str] | None:
         return catalog.generation, catalog.tenant_id
 
 
-def _load(database: Database, catalog_id: str) -> tuple[list[ProductRecord], list[EventRecord]]:
+def load_catalog_records(
+    database: Database, catalog_id: str
+) -> tuple[list[ProductRecord], list[EventRecord]]:
+    """A catalog's products (upload order) and events (arrival order)."""
     with database.session() as db:
         products = [
             ProductRecord(
@@ -286,7 +290,7 @@ def build_catalog_index(
         return None
     generation, tenant_id = claimed
     try:
-        products, events = _load(database, catalog_id)
+        products, events = load_catalog_records(database, catalog_id)
         index = build_index(
             products, events, embed, progress=_progress_writer(database, catalog_id, generation)
         )

@@ -234,3 +234,30 @@ def test_deployment_quota_leaves_the_index_ready_but_unserved(client, database, 
         "/v1/recommendations", json={"catalog": cat["id"], "query": "x"}, headers=tenant.headers
     )
     assert response.status_code == 503 and "not served" in response.json()["error"]["message"]
+
+
+def test_eval_cli_on_a_stored_catalog(client, database, settings, encoder, monkeypatch):
+    from typer.testing import CliRunner
+
+    from moeplane.cli import app as cli
+    from moeplane.config import get_settings
+
+    tenant = make_tenant(database)
+    cat = _catalog(client, tenant).json()
+    runner = CliRunner()
+    monkeypatch.setenv("MOEPLANE_DATABASE_URL", database.url)
+    get_settings.cache_clear()
+    try:
+        early = runner.invoke(cli, ["eval", "recommendations", cat["id"]])
+        assert early.exit_code == 1 and "not built yet" in early.output
+        _build(database, settings, cat["id"], encoder)
+        result = runner.invoke(cli, ["eval", "recommendations", cat["id"], "--json"])
+        assert result.exit_code == 0, result.output
+        metrics = {m["strategy"]: m for m in json.loads(result.output)}
+        table = runner.invoke(cli, ["eval", "recommendations", cat["id"]]).output
+    finally:
+        get_settings.cache_clear()
+    assert set(metrics) == {"hybrid", "popularity", "embedding"}
+    assert metrics["hybrid"]["users"] > 20
+    assert metrics["hybrid"]["recall"] > metrics["popularity"]["recall"]
+    assert "recall@10" in table and "hybrid" in table.splitlines()[2]
