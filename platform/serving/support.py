@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,14 @@ from moeplane.files import get_file
 from moeplane.modeling.embeddings import EmbeddingModel
 from moeplane.storage import Storage
 from moeplane.store.ids import new_id
-from moeplane.store.models import Bot, Conversation, Deployment, KnowledgePassage, Message
+from moeplane.store.models import (
+    Bot,
+    Conversation,
+    Deployment,
+    KnowledgePassage,
+    Message,
+    utcnow,
+)
 from moeplane.store.scoping import get_owned, scoped
 from moeplane.support import (
     KeywordIndex,
@@ -236,7 +244,7 @@ def load_context(
         rows = db.scalars(
             scoped(Message, tenant_id)
             .where(Message.conversation_id == conversation_id)
-            .order_by(Message.id)
+            .order_by(Message.created_at, Message.id)
         ).all()
         history = [Turn(m.role, m.content) for m in rows]
     rows = db.scalars(
@@ -348,6 +356,9 @@ def record_turn(
     if reply.escalation_reason:
         conversation.escalated = True
     db.flush()
+    # the reply's id was chosen before the question's row is written (the stream carries it),
+    # so ids do not order a turn: timestamps do, the reply a microsecond after the question
+    asked_at = utcnow()
     db.add(
         Message(
             id=new_id("msg"),
@@ -355,9 +366,11 @@ def record_turn(
             conversation_id=conversation.id,
             role="user",
             content=message,
+            created_at=asked_at,
         )
     )
     assistant = Message(
+        created_at=asked_at + timedelta(microseconds=1),
         id=message_id,
         tenant_id=tenant_id,
         conversation_id=conversation.id,
