@@ -161,23 +161,25 @@ def _cooccurrence(index: RecIndex, anchors: np.ndarray, strength: np.ndarray) ->
 
 
 def _similarity(embeddings: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """``embeddings @ vectors`` through torch: its thread count is the replica's (numpy's BLAS
-    would start its own threads, which on a shared host made p50 20x worse)."""
+    """``embeddings @ vectors`` in the embeddings' dtype (float16 in an index: half the bytes
+    to stream, 4x faster than float32 here), through torch, whose thread count is the
+    replica's (numpy's BLAS starts its own threads: p50 20x worse on a shared host)."""
     import torch
 
-    out = torch.from_numpy(embeddings) @ torch.from_numpy(np.ascontiguousarray(vectors))
-    return out.numpy()
+    left = torch.from_numpy(embeddings)
+    right = torch.from_numpy(np.ascontiguousarray(vectors, dtype=embeddings.dtype))
+    return (left @ right).float().numpy()
 
 
 def _top_k(score: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
-    candidates = np.flatnonzero(keep)
-    if len(candidates) == 0:
-        return candidates
-    values = score[candidates]
-    if len(candidates) > k:
-        part = np.argpartition(-values, k - 1)[:k]
-        candidates, values = candidates[part], values[part]
-    return candidates[np.argsort(-values, kind="stable")]
+    """Positions of the ``k`` best kept scores, best first (fewer when fewer are kept)."""
+    import torch
+
+    n = min(k, int(keep.sum()))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    masked = torch.from_numpy(np.where(keep, score, -np.inf).astype(np.float32))
+    return torch.topk(masked, n, sorted=True).indices.numpy()
 
 
 def recommend(
@@ -192,7 +194,8 @@ def recommend(
     if query.query_vector is not None:
         taste = np.asarray(query.query_vector, dtype=np.float32)
     elif len(anchors):
-        taste = (strength[:, None].astype(np.float32) * e[anchors]).sum(axis=0)  # (D,)
+        taste = (strength[:, None] * e[anchors].astype(np.float32)).sum(axis=0)  # (D,)
+        taste = taste.astype(np.float32)
         taste /= max(float(np.linalg.norm(taste)), 1e-9)
     sim = _similarity(e, taste) if taste is not None else None  # (N,)
     zero = np.zeros(len(index), dtype=np.float32)
