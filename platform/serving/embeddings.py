@@ -70,14 +70,18 @@ class EmbeddingServer:
         vectors, tokens = await self._embed_batch(list(request["input"]))
         prompt_tokens = sum(tokens)
         latency_ms = (time.monotonic() - started) * 1000
-        await asyncio.to_thread(
-            self.meter.record,
-            request_id=request["request_id"],
-            tenant_id=request["tenant_id"],
-            prompt_tokens=prompt_tokens,
-            completion_tokens=0,
-            finish_reason="stop",
-            latency_ms=latency_ms,
+        # billed off the request's path, as the LLM replicas do: the caller does not wait for
+        # the database (a failed write is logged by the executor, the vectors still go out)
+        asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: self.meter.record(
+                request_id=request["request_id"],
+                tenant_id=request["tenant_id"],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=0,
+                finish_reason="stop",
+                latency_ms=latency_ms,
+            ),
         )
         return {"embeddings": vectors, "prompt_tokens": prompt_tokens}
 

@@ -225,22 +225,23 @@ class BotContext:
     vectors: np.ndarray  # (passages, dim)
 
 
+def _conversation(db: Session, tenant_id: str, bot_id: str, conversation_id: str) -> Conversation:
+    """One of the tenant's conversations with this bot (any other is a 404)."""
+    conversation = get_owned(
+        db, Conversation, tenant_id, conversation_id, label="conversation", param="conversation_id"
+    )
+    if conversation.bot_id != bot_id:
+        raise NotFound(f"No conversation with id '{conversation_id}'", param="conversation_id")
+    return conversation
+
+
 def load_context(
     db: Session, tenant_id: str, bot_id: str, conversation_id: str | None
 ) -> BotContext:
     bot = get_owned(db, Bot, tenant_id, bot_id, label="bot", param="bot_id")
     history: list[Turn] = []
     if conversation_id is not None:
-        conversation = get_owned(
-            db,
-            Conversation,
-            tenant_id,
-            conversation_id,
-            label="conversation",
-            param="conversation_id",
-        )
-        if conversation.bot_id != bot.id:
-            raise NotFound(f"No conversation with id '{conversation_id}'", param="conversation_id")
+        _conversation(db, tenant_id, bot.id, conversation_id)
         rows = db.scalars(
             scoped(Message, tenant_id)
             .where(Message.conversation_id == conversation_id)
@@ -345,14 +346,7 @@ def record_turn(
         conversation = Conversation(id=conversation_id, tenant_id=tenant_id, bot_id=bot_id)
         db.add(conversation)
     else:
-        conversation = get_owned(
-            db,
-            Conversation,
-            tenant_id,
-            conversation_id,
-            label="conversation",
-            param="conversation_id",
-        )
+        conversation = _conversation(db, tenant_id, bot_id, conversation_id)
     if reply.escalation_reason:
         conversation.escalated = True
     db.flush()

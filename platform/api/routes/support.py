@@ -54,13 +54,7 @@ async def create_bot(body: BotCreate, request: Request, tenant: TenantNow):
 
     files = await in_short_transaction(request, check)
     index = await _index(request, files)
-    spec = support.BotSpec(
-        name=body.name,
-        model=body.model,
-        file_ids=body.files,
-        system_prompt=body.system_prompt,
-        escalation_threshold=body.escalation_threshold,
-    )
+    spec = support.BotSpec(**body.model_dump(exclude={"files"}), file_ids=body.files)
 
     def write(session) -> BotPublic:  # type: ignore[no-untyped-def]
         bot = support.write_bot(session, tenant.id, None, spec, index)
@@ -99,13 +93,7 @@ async def update_bot(bot_id: str, body: BotUpdate, request: Request, tenant: Ten
 
     files = await in_short_transaction(request, check)
     index = await _index(request, files) if files is not None else None
-    change = support.BotChange(
-        name=body.name,
-        model=body.model,
-        file_ids=body.files,
-        system_prompt=body.system_prompt,
-        escalation_threshold=body.escalation_threshold,
-    )
+    change = support.BotChange(**body.model_dump(exclude={"files"}), file_ids=body.files)
 
     def write(session) -> BotPublic:  # type: ignore[no-untyped-def]
         bot = support.write_bot(session, tenant.id, _get(session, tenant, bot_id), change, index)
