@@ -239,3 +239,18 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def clear_serve_apps(dashboard: str) -> None:
+    """Remove every Serve application from the session's Ray head, keeping Serve itself up.
+
+    A DELETE of /api/serve/applications/ would shut Serve down (kill its controller), leaving
+    every Ray driver in this process with a cached client of a dead controller.
+    """
+    response = httpx.put(
+        f"{dashboard}/api/serve/applications/",
+        json={"proxy_location": "Disabled", "applications": []},
+        headers=Settings().ray_auth_headers(),
+        timeout=60,
+    )
+    response.raise_for_status()

@@ -13,7 +13,6 @@ import base64
 import json
 import time
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -30,6 +29,7 @@ from moeplane.store.db import Database
 from moeplane.store.migrate import upgrade
 from moeplane.store.models import InferenceRequest, Message
 from moeplane.store.registry import ensure_model, register_version, summary_dict
+from tests.conftest import clear_serve_apps
 from tests.factories import make_tenant
 from tests.unit.support.kb import HELP_CENTER_MD, faq_jsonl
 
@@ -95,11 +95,7 @@ def test_embeddings_and_support_bot(ray_head, base_checkpoints, tmp_path):
             _check_embeddings(client, tenant, database)
             _check_support_bot(client, tenant, database)
     finally:
-        httpx.delete(
-            f"{ray_head['dashboard']}/api/serve/applications/",
-            headers=settings.ray_auth_headers(),
-            timeout=60,
-        )
+        clear_serve_apps(ray_head["dashboard"])
         database.dispose()
 
 

@@ -10,11 +10,9 @@ import re
 import subprocess
 import sys
 
-import httpx
 import pytest
 
-from moeplane.config import Settings
-from tests.conftest import _free_port
+from tests.conftest import _free_port, clear_serve_apps
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -40,11 +38,7 @@ def test_demo_walks_the_whole_story(tmp_path, ray_head):
             timeout=900,
         )
     finally:  # the Serve application outlives the demo's platform: free the session's Ray
-        httpx.delete(
-            f"{ray_head['dashboard']}/api/serve/applications/",
-            headers=Settings().ray_auth_headers(),
-            timeout=60,
-        )
+        clear_serve_apps(ray_head["dashboard"])
     out = run.stdout
     assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
     assert re.search(r"fine-tuned model: ft:qwen3-moe-tiny:demo-shop:support:\S+", out), out

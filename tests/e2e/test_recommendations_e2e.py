@@ -8,7 +8,6 @@ import json
 import shutil
 import time
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,6 +21,7 @@ from moeplane.storage import Storage
 from moeplane.store.db import Database
 from moeplane.store.models import Catalog, Deployment
 from moeplane.store.usage import month_totals
+from tests.conftest import clear_serve_apps
 from tests.factories import make_tenant
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -127,12 +127,5 @@ def test_recommendations_served_by_a_serve_replica(ray_head, sqlite_template, tm
             with database.session() as session:
                 assert month_totals(session, tenant.id).get("recommendations") == 6
     finally:
-        httpx.delete(
-            f"{ray_head['dashboard']}/api/serve/applications/",
-            headers=settings.ray_auth_headers(),
-            timeout=60,
-        )
-        import ray
-
-        ray.shutdown()
+        clear_serve_apps(ray_head["dashboard"])
         database.dispose()

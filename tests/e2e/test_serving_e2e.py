@@ -29,7 +29,7 @@ from moeplane.store.db import Database
 from moeplane.store.migrate import upgrade
 from moeplane.store.models import Deployment, InferenceRequest, ModelVersion
 from moeplane.store.registry import register_version
-from tests.conftest import PG_URL, REDIS_URL, _free_port, _truncate_all
+from tests.conftest import PG_URL, REDIS_URL, _free_port, _truncate_all, clear_serve_apps
 from tests.factories import make_tenant
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -86,11 +86,7 @@ def platform(tmp_path_factory, ray_head, request):
         except subprocess.TimeoutExpired:
             proc.kill()
         # the Serve applications outlive `up`: free the session's Ray for later tests
-        httpx.delete(
-            f"{ray_head['dashboard']}/api/serve/applications/",
-            headers=settings.ray_auth_headers(),
-            timeout=60,
-        )
+        clear_serve_apps(ray_head["dashboard"])
         db.dispose()
 
 

@@ -6,6 +6,11 @@ import shutil
 
 import pytest
 import schemathesis
+
+# Imported here, at module level: imported lazily deep inside hypothesis' recursive generation,
+# pytest's assertion rewriter parses it at a deep stack and CPython 3.11 can fail with
+# "SystemError: AST constructor recursion depth mismatch" (seen once in CI).
+import schemathesis.core.jsonschema.patterns
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
