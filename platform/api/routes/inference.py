@@ -43,6 +43,40 @@ def _finish(reason: str | None) -> str | None:
     return {"abort": "stop"}.get(reason, reason) if reason else None
 
 
+async def _respond(
+    body, first, chunks, call, *, head: dict[str, Any], stream_object: str, choice, final_choice
+):
+    """One OpenAI response, streamed (SSE chunks of ``stream_object``) or whole.
+
+    ``choice(chunk, is_first)`` shapes one streamed choice; ``final_choice(text, reason)`` the
+    non-streamed one. Chat and completions differ only in these.
+    """
+    if body.stream:
+        base = head | {"object": stream_object}
+
+        def frame(chunk, is_first, usage=False):
+            if usage:
+                return base | {"choices": [], "usage": usage_of(chunk)}
+            return base | {"choices": [choice(chunk, is_first)]}
+
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            stream_sse(first, chunks, call, frame, include), media_type="text/event-stream"
+        )
+    text, last = await collect(first, chunks, call)
+    reason = _finish(last["finish_reason"])
+    return head | {"choices": [final_choice(text, reason)], "usage": usage_of(last)}
+
+
+def _head(prefix: str, payload: dict[str, Any], target, object_: str) -> dict[str, Any]:
+    return {
+        "id": prefix + payload["request_id"][4:],
+        "object": object_,
+        "created": int(time.time()),
+        "model": target.model,
+    }
+
+
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, tenant: TenantNow):
     max_tokens = body.limit()
@@ -52,43 +86,27 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, tenant
     )
     payload = _payload(tenant, prompt_ids, body, max_tokens)
     first, chunks = await open_generation(request, target, payload, call)
-    completion_id, created = "chatcmpl-" + payload["request_id"][4:], int(time.time())
-    if body.stream:
 
-        def frame(chunk, is_first, usage=False):
-            base = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": target.model,
-            }
-            if usage:
-                return base | {"choices": [], "usage": usage_of(chunk)}
-            delta = {"role": "assistant", "content": chunk["text"]} if is_first else {}
-            if not is_first and chunk["text"]:
-                delta = {"content": chunk["text"]}
-            choice = {"index": 0, "delta": delta, "finish_reason": _finish(chunk["finish_reason"])}
-            return base | {"choices": [choice]}
+    def choice(chunk, is_first):
+        delta = {"role": "assistant", "content": chunk["text"]} if is_first else {}
+        if not is_first and chunk["text"]:
+            delta = {"content": chunk["text"]}
+        return {"index": 0, "delta": delta, "finish_reason": _finish(chunk["finish_reason"])}
 
-        include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            stream_sse(first, chunks, call, frame, include), media_type="text/event-stream"
-        )
-    text, last = await collect(first, chunks, call)
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": target.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": _finish(last["finish_reason"]),
-            }
-        ],
-        "usage": usage_of(last),
-    }
+    def final_choice(text, reason):
+        message = {"role": "assistant", "content": text}
+        return {"index": 0, "message": message, "finish_reason": reason}
+
+    return await _respond(
+        body,
+        first,
+        chunks,
+        call,
+        head=_head("chatcmpl-", payload, target, "chat.completion"),
+        stream_object="chat.completion.chunk",
+        choice=choice,
+        final_choice=final_choice,
+    )
 
 
 @router.post("/completions")
@@ -99,43 +117,21 @@ async def completions(body: CompletionRequest, request: Request, tenant: TenantN
     )
     payload = _payload(tenant, prompt_ids, body, body.max_tokens)
     first, chunks = await open_generation(request, target, payload, call)
-    completion_id, created = "cmpl-" + payload["request_id"][4:], int(time.time())
-    if body.stream:
 
-        def frame(chunk, is_first, usage=False):
-            base = {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": target.model,
-            }
-            if usage:
-                return base | {"choices": [], "usage": usage_of(chunk)}
-            choice = {
-                "index": 0,
-                "text": chunk["text"],
-                "logprobs": None,
-                "finish_reason": _finish(chunk["finish_reason"]),
-            }
-            return base | {"choices": [choice]}
+    def choice(chunk, _is_first):
+        reason = _finish(chunk["finish_reason"])
+        return {"index": 0, "text": chunk["text"], "logprobs": None, "finish_reason": reason}
 
-        include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            stream_sse(first, chunks, call, frame, include), media_type="text/event-stream"
-        )
-    text, last = await collect(first, chunks, call)
-    return {
-        "id": completion_id,
-        "object": "text_completion",
-        "created": created,
-        "model": target.model,
-        "choices": [
-            {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": _finish(last["finish_reason"]),
-            }
-        ],
-        "usage": usage_of(last),
-    }
+    def final_choice(text, reason):
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+
+    return await _respond(
+        body,
+        first,
+        chunks,
+        call,
+        head=_head("cmpl-", payload, target, "text_completion"),
+        stream_object="text_completion",
+        choice=choice,
+        final_choice=final_choice,
+    )
