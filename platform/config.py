@@ -6,7 +6,6 @@ Nothing here touches the environment at import time: call :func:`get_settings` (
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,9 +31,14 @@ class Settings(BaseSettings):
     ray_dashboard_url: str = "http://127.0.0.1:8265"
     # Ray's token (its token authentication); unset = Ray's own file ~/.ray/auth_token if any.
     ray_auth_token: SecretStr | None = None
-    # CPUs and GPUs the scheduler may hand to fine-tuning runs; unset CPUs = this machine's.
+    # CPUs and GPUs the scheduler may hand to fine-tuning runs; unset = what the Ray cluster's
+    # live nodes have now (asked on every scheduler tick). Set them to cap training below the
+    # cluster, or, on an autoscaling cluster, to what it can grow to.
     training_cpus: float | None = Field(default=None, gt=0)
-    training_gpus: float = Field(default=0.0, ge=0)
+    training_gpus: float | None = Field(default=None, ge=0)
+    # A running job with no Ray job after this long is submitted again (its submit task was
+    # lost, e.g. the Celery worker died before sending it; the submission id keeps it single).
+    submit_grace_s: float = Field(default=60.0, gt=0)
     # Each data-parallel training worker gets this many CPUs (fractions share cores).
     training_cpus_per_worker: float = Field(default=0.5, gt=0)
     # How often Celery beat runs the scheduler and the job reconciler.
@@ -78,8 +82,6 @@ class Settings(BaseSettings):
             self.redis_url = None
         if self.ray_address == "":
             self.ray_address = None
-        if self.training_cpus is None:
-            self.training_cpus = float(os.cpu_count() or 1)
         return self
 
     def _ray_token(self) -> str | None:

@@ -118,7 +118,7 @@ class Platform:
                 "--node-ip-address=127.0.0.1",
                 f"--dashboard-host={dashboard.hostname}",
                 f"--dashboard-port={dashboard.port}",
-                f"--num-cpus={max(1, int(self.settings.training_cpus))}",
+                f"--num-cpus={max(1, int(self.settings.training_cpus or os.cpu_count() or 1))}",
             ],
             # Ray runs workers at nice 15 by default; on a small shared machine its own
             # daemons then take the training workers' CPU (measured: +50 % step time on 2 cores)

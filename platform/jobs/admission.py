@@ -4,6 +4,7 @@ once: the tick holds a database-wide lock, and admission is a compare-and-set on
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime, timedelta
 
@@ -16,6 +17,8 @@ from moeplane.store.jobs import add_event, transition
 from moeplane.store.models import File, FineTuneJob, Quota, Tenant, utcnow
 
 __all__ = ["admit_jobs", "attained_service"]
+
+log = logging.getLogger(__name__)
 
 _LOCK_ID = 727_001  # pg_advisory_xact_lock key for scheduler ticks
 _HALF_LIFE_S = 4 * 3600.0  # attained service decays: yesterday's usage counts little
@@ -73,8 +76,14 @@ def _promote_validated(db: Session) -> None:
             add_event(db, job, "A training file was deleted before the job started", level="error")
 
 
-def admit_jobs(db: Session, settings: Settings) -> list[str]:
-    """Admit what the fair-share plan allows now; return the admitted job ids."""
+def admit_jobs(
+    db: Session, settings: Settings, cluster: scheduler.Resources | None = None
+) -> list[str]:
+    """Admit what the fair-share plan allows now; return the admitted job ids.
+
+    `cluster` is the Ray cluster's live total (None: not known); settings cap it or stand in
+    for it (:func:`scheduler.training_capacity`).
+    """
     _lock(db)
     _promote_validated(db)
     now = utcnow()
@@ -100,7 +109,10 @@ def admit_jobs(db: Session, settings: Settings) -> list[str]:
         for tid, weight, status, limit in rows
         if status == "active"  # suspended tenants' jobs wait
     }
-    total = scheduler.Resources(cpus=settings.training_cpus, gpus=settings.training_gpus)
+    total = scheduler.training_capacity(settings.training_cpus, settings.training_gpus, cluster)
+    if total is None:
+        log.warning("Ray cluster capacity unknown and MOEPLANE_TRAINING_CPUS unset: admitting none")
+        return []
     used = scheduler.Resources(cpus=0.0)
     for job in running:
         used = used.add(demand(job))

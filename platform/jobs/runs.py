@@ -15,14 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from moeplane.config import Settings
+from moeplane.jobs.scheduler import Resources
 from moeplane.store.jobs import add_event, transition
 from moeplane.store.models import FineTuneJob, utcnow
 
 __all__ = ["Action", "RayRuns", "decide", "reconcile_runs"]
 
 log = logging.getLogger(__name__)
-
-SUBMIT_GRACE_S = 60.0  # a running job with no Ray job after this long is resubmitted
 
 
 class Action(enum.Enum):
@@ -38,8 +37,11 @@ class Decision:
     reason: str = ""
 
 
-def decide(db_status: str, ray_status: str | None, seconds_running: float) -> Decision:
-    """What to do about one job, given its status here and its Ray job's (None = no Ray job)."""
+def decide(
+    db_status: str, ray_status: str | None, seconds_running: float, submit_grace_s: float
+) -> Decision:
+    """What to do about one job, given its status here and its Ray job's (None = no Ray job);
+    a running job with no Ray job after `submit_grace_s` is submitted again."""
     if db_status == "cancelled":
         if ray_status in ("PENDING", "RUNNING"):
             return Decision(Action.STOP, "cancelled")
@@ -47,7 +49,7 @@ def decide(db_status: str, ray_status: str | None, seconds_running: float) -> De
     if db_status != "running":
         return Decision(Action.NOTHING)
     if ray_status is None:
-        if seconds_running > SUBMIT_GRACE_S:
+        if seconds_running > submit_grace_s:
             return Decision(Action.SUBMIT, "no Ray job found; submitting again")
         return Decision(Action.NOTHING)
     if ray_status == "FAILED":
@@ -100,6 +102,25 @@ class RayRuns:
             raise
         return True
 
+    def cluster_resources(self) -> Resources:
+        """The CPUs and GPUs of the cluster's live nodes, from Ray's state API (so a node that
+        joins or leaves changes what the scheduler hands out)."""
+        import httpx
+
+        response = httpx.get(
+            f"{self.settings.ray_dashboard_url.rstrip('/')}/api/v0/nodes",
+            params={"detail": "1", "limit": "10000"},
+            headers=self.settings.ray_auth_headers(),
+            timeout=10,
+        )
+        response.raise_for_status()
+        nodes = response.json()["data"]["result"]["result"]
+        alive = [n.get("resources_total") or {} for n in nodes if n.get("state") == "ALIVE"]
+        return Resources(
+            cpus=sum(float(r.get("CPU", 0.0)) for r in alive),
+            gpus=sum(float(r.get("GPU", 0.0)) for r in alive),
+        )
+
     def status(self, job_id: str) -> str | None:
         try:
             return str(self.client.get_job_status(job_id).value)
@@ -138,7 +159,15 @@ def reconcile_runs(db: Session, runs: RayRuns) -> list[str]:
     to_submit = []
     for job in list(jobs):
         started = job.started_at or job.created_at
-        decision = decide(job.status, runs.status(job.id), (now - started).total_seconds())
+        ray_status = runs.status(job.id)
+        if ray_status is not None and job.status == "running" and job.submission_id is None:
+            job.submission_id = job.id  # its submit task died after Ray had the job
+        decision = decide(
+            job.status,
+            ray_status,
+            (now - started).total_seconds(),
+            runs.settings.submit_grace_s,
+        )
         if decision.action is Action.SUBMIT:
             to_submit.append(job.id)
         elif decision.action is Action.STOP:

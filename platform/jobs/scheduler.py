@@ -48,6 +48,7 @@ __all__ = [
     "SchedulerConfig",
     "TenantPolicy",
     "plan",
+    "training_capacity",
 ]
 
 REASON_NO_POLICY = "no policy for tenant"
@@ -91,6 +92,23 @@ class Resources:
     def cost(self, gpu_weight: float) -> float:
         """Cpu-equivalents: one GPU counts as `gpu_weight` CPUs."""
         return self.cpus + gpu_weight * self.gpus
+
+
+def training_capacity(
+    cpus: float | None, gpus: float | None, cluster: Resources | None
+) -> Resources | None:
+    """What fine-tuning may use in all: each configured limit, else the cluster's live total.
+
+    None when a limit is neither configured nor known (the cluster could not be asked): the
+    caller then admits nothing rather than guess.
+    """
+    if cluster is None and (cpus is None or gpus is None):
+        if cpus is None:
+            return None
+        return Resources(cpus, gpus or 0.0)  # CPUs capped, GPUs unknown: none assumed
+    return Resources(
+        cpus if cpus is not None else cluster.cpus, gpus if gpus is not None else cluster.gpus
+    )
 
 
 @dataclass(frozen=True, slots=True)

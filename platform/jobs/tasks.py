@@ -47,8 +47,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(name="moeplane.jobs.schedule_tick")
     def schedule_tick() -> list[str]:
+        cluster = None
+        if rt.settings.training_cpus is None or rt.settings.training_gpus is None:
+            try:
+                cluster = rt.runs.cluster_resources()
+            except Exception as exc:  # Ray down or starting: this tick admits nothing
+                log.warning("cannot read the Ray cluster's resources: %s", exc)
         with rt.db.session() as db:
-            admitted = admit_jobs(db, rt.settings)
+            admitted = admit_jobs(db, rt.settings, cluster)
         for job_id in admitted:  # after commit: the submit task reads the new status
             submit_training.delay(job_id)
         return admitted
@@ -69,7 +75,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         submitted = rt.runs.submit(job_id)  # the submission id makes a retry harmless
         with rt.db.session() as db:
             job = db.get(FineTuneJob, job_id)
-            if job is not None and submitted:
+            if job is not None and job.submission_id is None:
+                # a redelivered task (its worker died after Ray took the job) records it too
                 job.submission_id = job_id
                 add_event(db, job, f"Submitted to Ray (submission id {job_id})")
         return submitted

@@ -28,6 +28,7 @@ from moeplane.limits import MemoryLimiter
 from moeplane.modeling import load_model
 from moeplane.store.db import Database
 from moeplane.store.migrate import upgrade
+from moeplane.store.models import FineTuneJob
 from tests.conftest import PG_URL, REDIS_URL, _truncate_all
 from tests.factories import make_tenant
 
@@ -49,7 +50,6 @@ def platform_env(tmp_path_factory, ray_head, base_checkpoints, request):
         redis_url=REDIS_URL,
         storage_uri=(home / "storage").as_uri(),
         ray_dashboard_url=ray_head["dashboard"],
-        training_cpus=2.0,
         schedule_interval_s=1.0,
         reconcile_interval_s=2.0,
     )
@@ -60,9 +60,10 @@ def platform_env(tmp_path_factory, ray_head, base_checkpoints, request):
             "MOEPLANE_DATABASE_URL": url,
             "MOEPLANE_STORAGE_URI": settings.storage_uri,
             "MOEPLANE_RAY_DASHBOARD_URL": ray_head["dashboard"],
-            "MOEPLANE_TRAINING_CPUS": "2",
+            # no MOEPLANE_TRAINING_CPUS: the scheduler asks Ray (the session head has 2 CPUs)
             "MOEPLANE_SCHEDULE_INTERVAL_S": "1",
             "MOEPLANE_RECONCILE_INTERVAL_S": "2",
+            "MOEPLANE_SUBMIT_GRACE_S": "5",
             "HF_HUB_OFFLINE": "1",
         }
         | ({"MOEPLANE_REDIS_URL": REDIS_URL} if REDIS_URL else {})
@@ -71,21 +72,33 @@ def platform_env(tmp_path_factory, ray_head, base_checkpoints, request):
     _register_catalog(db, base_checkpoints)
     logs = home / "logs"
     logs.mkdir()
-    children = [
-        subprocess.Popen(
+    children: dict[str, subprocess.Popen] = {}
+
+    def start(name: str) -> subprocess.Popen:
+        children[name] = subprocess.Popen(
             [sys.executable, "-m", "moeplane.cli", name],
             env=env,
-            stdout=(logs / f"{name}.log").open("wb"),
+            stdout=(logs / f"{name}.log").open("ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a test can kill the whole worker
         )
-        for name in ("worker", "beat")
-    ]
+        return children[name]
+
+    start("worker")
+    start("beat")
     app = create_app(settings, db=db, limiter=MemoryLimiter())
     with TestClient(app) as client:
-        yield {"client": client, "db": db, "settings": settings, "logs": logs}
-    for child in children:
+        yield {
+            "client": client,
+            "db": db,
+            "settings": settings,
+            "logs": logs,
+            "start": start,
+            "children": children,
+        }
+    for child in children.values():
         child.send_signal(signal.SIGTERM)
-    for child in children:
+    for child in children.values():
         try:
             child.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -253,6 +266,39 @@ def test_cancel_while_running_stops_the_ray_job(platform_env):
     time.sleep(3)
     job = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=tenant.headers).json()
     assert job["status"] == "cancelled" and job["fine_tuned_model"] is None
+
+
+def test_celery_worker_killed_while_submitting_leaves_exactly_one_ray_job(platform_env):
+    """SIGKILL the whole Celery worker the moment Ray has the job (its submit task has sent it
+    but may not have recorded or acknowledged it), start a new worker: the job trains, and Ray
+    holds exactly one job for its id, however the task was redelivered or resubmitted."""
+    env, client = platform_env, platform_env["client"]
+    tenant = make_tenant(env["db"], name="crashy")
+    runs = RayRuns(env["settings"])
+    job_id = _start_job(env, tenant, hyperparameters={"n_epochs": 3, "batch_size": 4})
+    deadline = time.monotonic() + 120
+    while runs.status(job_id) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runs.status(job_id) is not None, "the job never reached Ray"
+    worker = env["children"]["worker"]
+    os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool children
+    worker.wait(timeout=30)
+    recorded = any("Submitted to Ray" in e["message"] for e in _events(env, tenant, job_id))
+    env["start"]("worker")
+    # past the submit grace (5 s) and several reconcile passes (2 s): a lost task is resubmitted
+    job = _wait(env, tenant, job_id, lambda j, ev: bool(_steps(ev)))
+    time.sleep(8)
+    assert [j.submission_id for j in runs.client.list_jobs()].count(job_id) == 1
+    with env["db"].session() as session:
+        assert session.get(FineTuneJob, job_id).submission_id == job_id, (
+            f"the submission is recorded (killed {'after' if recorded else 'before'} recording)"
+        )
+    assert job["status"] == "running"
+    cancelled = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=tenant.headers)
+    assert cancelled.status_code == 200
+    deadline = time.monotonic() + 60  # leave the cluster's CPUs free for the tests after this
+    while runs.status(job_id) not in ("STOPPED", "FAILED") and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def test_resubmission_is_harmless(platform_env):

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from moeplane.jobs.admission import admit_jobs
+from moeplane.jobs.scheduler import Resources
 from tests.factories import chat_jsonl, make_tenant
 
 
@@ -192,6 +193,25 @@ def test_scheduler_tick_admits_within_capacity_and_quota(client, database, setti
     assert statuses == ["running", "running", "queued"]
     with database.session() as session:
         assert admit_jobs(session, capped) == []
+
+
+def test_scheduler_tick_takes_capacity_from_the_cluster_when_unset(
+    client, database, settings, catalog
+):
+    tenant = make_tenant(database, max_concurrent_jobs=5)
+    file_id = _file(client, tenant)
+    ids = [_job(client, tenant, file_id, num_workers=2).json()["id"] for _ in range(3)]
+    unset = settings.model_copy(
+        update={"training_cpus": None, "training_gpus": None, "training_cpus_per_worker": 0.5}
+    )
+    with database.session() as session:
+        assert admit_jobs(session, unset) == []  # the cluster could not be asked: wait
+    with database.session() as session:
+        assert admit_jobs(session, unset, Resources(cpus=1.0)) == ids[:1]  # 1 CPU: one job
+    with database.session() as session:
+        assert (
+            admit_jobs(session, unset, Resources(cpus=3.0)) == ids[1:]
+        )  # nodes joined: room for both
 
 
 def test_racing_ticks_admit_each_job_once(client, database, settings, catalog):
