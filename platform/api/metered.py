@@ -5,7 +5,9 @@ tenant's is a 404), the tokens the call may use, the monthly token budget and a 
 (429 with Retry-After when the bucket is short). After: the reservation is settled to the tokens
 actually processed, exactly once. Billing itself happens in the replica
 (`moeplane.serving.metering`), so a client that disconnects mid-stream is billed for what was
-generated.
+generated. Tokens the API processes itself (the support bot embeds its retrieval query in this
+process) go through `reserve_in_process` and `bill_in_process`: the same budget check, tpm
+reservation and usage kind, with no replica in between.
 """
 
 from __future__ import annotations
@@ -16,20 +18,24 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from moeplane.api.deps import TenantScope, in_short_transaction, take_rate
 from moeplane.errors import QuotaExceeded, ServiceUnavailable
+from moeplane.limits import Limiter
 from moeplane.serving.gateway import Gateway, Target, check_context, resolve_target
-from moeplane.store.usage import month_totals
+from moeplane.store.usage import month_totals, record_usage
 
 __all__ = [
     "INFERENCE_KINDS",
     "TokenReservation",
+    "bill_in_process",
     "collect",
     "gateway_of",
     "open_generation",
     "replica_failed",
     "reserve",
+    "reserve_in_process",
     "reserve_prompt",
     "serve_handle",
     "sse",
@@ -62,6 +68,13 @@ class TokenReservation:
             self.limiter.settle(self.key, self.reserved, actual, self.tpm)
 
 
+def _admit(session: Session, limiter: Limiter, tenant: TenantScope, need: int) -> None:
+    """The monthly budget check and the tpm reservation of ``need`` tokens (429 when short)."""
+    totals = month_totals(session, tenant.id)
+    _check_budget(tenant, sum(totals.get(k, 0) for k in INFERENCE_KINDS), need)
+    take_rate(limiter, f"{tenant.id}:tpm", need, tenant.quota.tpm, "tokens")
+
+
 def _check_budget(tenant: TenantScope, used: int, need: int) -> None:
     if used + need > tenant.quota.monthly_tokens:
         raise QuotaExceeded(
@@ -89,15 +102,39 @@ async def reserve(
 
     def prepare(session) -> tuple[Target, T, int]:  # type: ignore[no-untyped-def]
         target = resolve_target(session, tenant.id, model, kind=kind)
-        totals = month_totals(session, tenant.id)
-        used = sum(totals.get(k, 0) for k in INFERENCE_KINDS)
         measured, need = measure(gateway, target)
-        _check_budget(tenant, used, need)
-        take_rate(limiter, f"{tenant.id}:tpm", need, tenant.quota.tpm, "tokens")
+        _admit(session, limiter, tenant, need)
         return target, measured, need
 
     target, measured, need = await in_short_transaction(request, prepare)
     return target, measured, TokenReservation(request, tenant, need)
+
+
+async def reserve_in_process(
+    request: Request, tenant: TenantScope, measure: Callable[[Session], tuple[T, int]]
+) -> tuple[T, TokenReservation]:
+    """`reserve` for tokens this process will handle itself (no deployment): ``measure(session)
+    -> (what it read, tokens)`` runs in the same short transaction as the budget check."""
+    limiter = request.app.state.limiter
+
+    def prepare(session: Session) -> tuple[T, int]:
+        measured, need = measure(session)
+        _admit(session, limiter, tenant, need)
+        return measured, need
+
+    measured, need = await in_short_transaction(request, prepare)
+    return measured, TokenReservation(request, tenant, need)
+
+
+async def bill_in_process(
+    request: Request, tenant: TenantScope, call: TokenReservation, tokens: int
+) -> None:
+    """Bill ``tokens`` processed in this process as usage ``prompt_tokens`` (what an embeddings
+    replica records for the same work) and settle the reservation to them."""
+    try:
+        await in_short_transaction(request, record_usage, tenant.id, "prompt_tokens", tokens)
+    finally:
+        call.settle(tokens)
 
 
 async def reserve_prompt(

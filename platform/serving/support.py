@@ -7,7 +7,8 @@ embedded with all-MiniLM-L6-v2 in this process (a knowledge base of a few thousa
 embeds in seconds on a CPU) and stored with its vector. Answering a message embeds the
 question (with the previous turn, for follow-ups), ranks the passages (dense + keyword,
 `moeplane.support.retrieval`), and either escalates or asks the chat deployment through the
-same gateway path as ``/v1/chat/completions`` (the route does that part).
+same gateway path as ``/v1/chat/completions`` (the route does that part). Conversations are
+stored and read back by `moeplane.serving.conversations`.
 
 Database work is split into short functions called in short transactions: nothing here holds a
 transaction while a model runs.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from moeplane.errors import InvalidRequest, NotFound
 from moeplane.files import get_file
 from moeplane.modeling.embeddings import EmbeddingModel
+from moeplane.serving.conversations import get_conversation, messages_of
 from moeplane.storage import Storage
 from moeplane.store.ids import new_id
 from moeplane.store.models import (
@@ -35,7 +36,6 @@ from moeplane.store.models import (
     Deployment,
     KnowledgePassage,
     Message,
-    utcnow,
 )
 from moeplane.store.scoping import get_owned, scoped
 from moeplane.support import (
@@ -54,14 +54,13 @@ __all__ = [
     "BotContext",
     "BotSpec",
     "KnowledgeFile",
-    "Reply",
     "Retrieval",
     "check_chat_model",
     "delete_bot",
     "embed_passages",
     "knowledge_files",
     "load_context",
-    "record_turn",
+    "query_texts",
     "retrieve",
     "shared_embedder",
     "write_bot",
@@ -225,29 +224,14 @@ class BotContext:
     vectors: np.ndarray  # (passages, dim)
 
 
-def _conversation(db: Session, tenant_id: str, bot_id: str, conversation_id: str) -> Conversation:
-    """One of the tenant's conversations with this bot (any other is a 404)."""
-    conversation = get_owned(
-        db, Conversation, tenant_id, conversation_id, label="conversation", param="conversation_id"
-    )
-    if conversation.bot_id != bot_id:
-        raise NotFound(f"No conversation with id '{conversation_id}'", param="conversation_id")
-    return conversation
-
-
 def load_context(
     db: Session, tenant_id: str, bot_id: str, conversation_id: str | None
 ) -> BotContext:
     bot = get_owned(db, Bot, tenant_id, bot_id, label="bot", param="bot_id")
     history: list[Turn] = []
     if conversation_id is not None:
-        _conversation(db, tenant_id, bot.id, conversation_id)
-        rows = db.scalars(
-            scoped(Message, tenant_id)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(Message.created_at, Message.id)
-        ).all()
-        history = [Turn(m.role, m.content) for m in rows]
+        get_conversation(db, tenant_id, bot.id, conversation_id)
+        history = [Turn(m.role, m.content) for m in messages_of(db, tenant_id, conversation_id)]
     rows = db.scalars(
         scoped(KnowledgePassage, tenant_id)
         .where(KnowledgePassage.bot_id == bot.id)
@@ -285,6 +269,13 @@ def _previous_user_turn(history: list[Turn]) -> str | None:
     return next((t.content for t in reversed(history) if t.role == "user"), None)
 
 
+def query_texts(ctx: BotContext, message: str) -> list[str]:
+    """What `retrieve` embeds for ``message``: it, and the previous user turn if any (what the
+    tenant is billed for, counted with the embedder's tokenizer)."""
+    previous = _previous_user_turn(ctx.history)
+    return [message] + ([previous] if previous else [])
+
+
 def retrieve(
     ctx: BotContext,
     message: str,
@@ -293,8 +284,8 @@ def retrieve(
 ) -> Retrieval:
     """Rank the bot's passages for ``message`` (steered by the previous user turn, so
     follow-ups such as "how much is it?" find what the conversation is about)."""
-    previous = _previous_user_turn(ctx.history)
-    texts = [message] + ([previous] if previous else [])
+    texts = query_texts(ctx, message)
+    previous = texts[1] if len(texts) > 1 else None
     vectors = embedder.encode(texts)  # (1 or 2, dim)
     query = vectors[0] + (config.history_weight * vectors[1] if previous else 0)
     query = query / max(float(np.linalg.norm(query)), 1e-9)
@@ -317,69 +308,6 @@ def retrieve(
         confidence=confidence,
         escalation_reason=escalation_reason(message, confidence, ctx.threshold),
     )
-
-
-@dataclass
-class Reply:
-    content: str
-    citations: list[dict[str, Any]]
-    escalation_reason: str | None
-    confidence: float | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-def record_turn(
-    db: Session,
-    tenant_id: str,
-    bot_id: str,
-    conversation_id: str,
-    message: str,
-    reply: Reply,
-    *,
-    new_conversation: bool,
-    message_id: str,
-) -> Message:
-    """Store the customer's message and the bot's reply, opening the conversation if new
-    (its id is chosen before the answer streams, so the first chunk can carry it)."""
-    if new_conversation:
-        conversation = Conversation(id=conversation_id, tenant_id=tenant_id, bot_id=bot_id)
-        db.add(conversation)
-    else:
-        conversation = _conversation(db, tenant_id, bot_id, conversation_id)
-    if reply.escalation_reason:
-        conversation.escalated = True
-    db.flush()
-    # the reply's id was chosen before the question's row is written (the stream carries it),
-    # so ids do not order a turn: timestamps do, the reply a microsecond after the question
-    asked_at = utcnow()
-    db.add(
-        Message(
-            id=new_id("msg"),
-            tenant_id=tenant_id,
-            conversation_id=conversation.id,
-            role="user",
-            content=message,
-            created_at=asked_at,
-        )
-    )
-    assistant = Message(
-        created_at=asked_at + timedelta(microseconds=1),
-        id=message_id,
-        tenant_id=tenant_id,
-        conversation_id=conversation.id,
-        role="assistant",
-        content=reply.content,
-        citations=reply.citations,
-        escalate=reply.escalation_reason is not None,
-        escalation_reason=reply.escalation_reason,
-        confidence=reply.confidence,
-        prompt_tokens=reply.prompt_tokens,
-        completion_tokens=reply.completion_tokens,
-    )
-    db.add(assistant)
-    db.flush()
-    return assistant
 
 
 def delete_bot(db: Session, tenant_id: str, bot_id: str) -> Bot:

@@ -443,6 +443,10 @@ class Message(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # tokens of the retrieval query (the question, and the previous one for a follow-up)
+    embedding_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # assistant turns: stop | length | abandoned (the client left mid-stream); NULL for the user's
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

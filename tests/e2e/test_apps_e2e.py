@@ -4,7 +4,8 @@ deployment, both deployed by the real reconciler through Serve's REST API and ca
 the API (TestClient over the real app, gateway and Serve handles).
 
 qwen3-moe-tiny has random weights, so the bot's answers are checked for what retrieval and the
-prompt decide (citations, escalation, history, streaming, metering), not for their words.
+prompt decide (citations, escalation, history, streaming, metering), not for their words. A
+customer who leaves mid-stream is a real disconnect, over a live uvicorn server.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import json
 import time
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -29,7 +31,7 @@ from moeplane.store.db import Database
 from moeplane.store.migrate import upgrade
 from moeplane.store.models import InferenceRequest, Message
 from moeplane.store.registry import ensure_model, register_version, summary_dict
-from tests.conftest import clear_serve_apps
+from tests.conftest import LiveServer, clear_serve_apps
 from tests.factories import make_tenant
 from tests.unit.support.kb import HELP_CENTER_MD, faq_jsonl
 
@@ -93,7 +95,8 @@ def test_embeddings_and_support_bot(ray_head, base_checkpoints, tmp_path):
                 assert created.status_code == 201, created.text
             _wait_running(database, settings, client, tenant, ["embed", "chat"])
             _check_embeddings(client, tenant, database)
-            _check_support_bot(client, tenant, database)
+            bot_id = _check_support_bot(client, tenant, database)
+            _check_abandoned_answer(settings, database, tenant, bot_id)
     finally:
         clear_serve_apps(ray_head["dashboard"])
         database.dispose()
@@ -147,7 +150,7 @@ def _upload(client, tenant, name, content) -> str:
     return response.json()["id"]
 
 
-def _check_support_bot(client, tenant, database) -> None:
+def _check_support_bot(client, tenant, database) -> str:
     files = [_upload(client, tenant, "help.md", HELP_CENTER_MD.encode()),
              _upload(client, tenant, "faq.jsonl", faq_jsonl())]  # fmt: skip
     bot = client.post(
@@ -166,6 +169,9 @@ def _check_support_bot(client, tenant, database) -> None:
     assert (top["ref"], top["title"]) == (
         "shipping-international-shipping", "Shipping > International shipping")  # fmt: skip
     assert 0 < answer["usage"]["completion_tokens"] <= 8 and answer["usage"]["prompt_tokens"] > 100
+    embedded = sum(token_counter(str(default_model_path()))(["Do you ship to Canada?"]))
+    assert answer["usage"]["embedding_tokens"] == embedded
+    assert answer["finish_reason"] in ("stop", "length")
     conversation = answer["conversation_id"]
     # a bare follow-up, streamed: history steers retrieval to the same passage
     body = {"message": "And how much?", "conversation_id": conversation, "stream": True,
@@ -196,3 +202,42 @@ def _check_support_bot(client, tenant, database) -> None:
         assert stored[5].escalate and stored[5].completion_tokens == 0
     time.sleep(1)  # the escalation did not call the model: still two bills
     _billed(database, "qwen3-moe-tiny", 2)
+    return bot["id"]
+
+
+def _check_abandoned_answer(settings, database, tenant, bot_id: str) -> None:
+    """A customer who closes the connection mid-stream: the replica bills what it generated
+    and the conversation keeps the partial answer, once, marked ``abandoned``."""
+    seen: list[dict] = []
+    body = {"message": "Do you ship to Canada?", "stream": True, "max_tokens": 400,
+            "temperature": 1.0}  # fmt: skip
+    app = create_app(settings, db=database, limiter=MemoryLimiter())
+    with (
+        LiveServer(app) as server,
+        httpx.Client(base_url=server.url, headers=tenant.headers, timeout=60) as http,
+    ):
+        url = f"/v1/support/bots/{bot_id}/messages"
+        with http.stream("POST", url, json=body) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    seen.append(json.loads(line.removeprefix("data: ")))
+                if len(seen) == 4:
+                    break  # closing the unread response closes the connection
+        stored = f"/v1/support/bots/{bot_id}/conversations/{seen[0]['conversation_id']}"
+        deadline = time.monotonic() + 30
+        read = http.get(stored)
+        while read.status_code == 404 and time.monotonic() < deadline:  # stored as it stops
+            time.sleep(0.2)
+            read = http.get(stored)
+    assert read.status_code == 200, read.text
+    messages = read.json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    reply = messages[1]
+    assert reply["id"] == seen[0]["id"] and reply["finish_reason"] == "abandoned"
+    assert reply["content"].startswith("".join(c["delta"] for c in seen))
+    assert 0 < reply["usage"]["completion_tokens"] < 400
+    rows = _billed(database, "qwen3-moe-tiny", 3)  # the replica billed the abandoned one too
+    aborted = [r for r in rows if r.finish_reason == "abort"]
+    assert len(aborted) == 1  # it generated at least what the stored answer holds
+    assert reply["usage"]["completion_tokens"] <= aborted[0].completion_tokens < 400

@@ -1,4 +1,5 @@
-"""The support bot's API shapes: bots, messages (answers with citations), search."""
+"""The support bot's API shapes: bots, messages (answers with citations), search,
+conversations read back."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from moeplane.api.schemas.common import Input, epoch
-from moeplane.store.models import Bot, Message
+from moeplane.store.models import Bot, Conversation, Message
 
 __all__ = [
     "BotCreate",
@@ -15,10 +16,13 @@ __all__ = [
     "BotPublic",
     "BotUpdate",
     "Citation",
+    "ConversationDetail",
+    "ConversationPublic",
     "MessageCreate",
     "MessagePublic",
     "SearchRequest",
     "SearchResult",
+    "SearchUsage",
     "SupportUsage",
 ]
 
@@ -98,39 +102,91 @@ class Citation(BaseModel):
 
 
 class SupportUsage(BaseModel):
-    prompt_tokens: int
+    prompt_tokens: int = Field(description="The chat model's prompt (0 for a hand-off)")
     completion_tokens: int
-    total_tokens: int
+    embedding_tokens: int = Field(
+        description="The retrieval query embedded with all-MiniLM-L6-v2 (billed as prompt_tokens)"
+    )
+    total_tokens: int = Field(description="All three: what the turn cost")
+
+    @classmethod
+    def of(cls, prompt: int, completion: int, embedding: int) -> SupportUsage:
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            embedding_tokens=embedding,
+            total_tokens=prompt + completion + embedding,
+        )
 
 
 class MessagePublic(BaseModel):
+    """The bot's answer; in a conversation read back, also the customer's turns (role ``user``:
+    no citations, usage 0, finish_reason null)."""
+
     id: str
     object: Literal["support.message"] = "support.message"
     conversation_id: str
-    role: Literal["assistant"] = "assistant"
+    role: Literal["user", "assistant"] = "assistant"
     content: str
     citations: list[Citation]
     escalate: bool
     escalation_reason: str | None = Field(description="human_requested | low_confidence")
     confidence: float | None
+    finish_reason: str | None = Field(
+        description="stop | length | abandoned (the customer left mid-stream; content is what "
+        "was generated until then); null for the customer's turns"
+    )
     usage: SupportUsage
     created_at: int
 
     @classmethod
     def of(cls, message: Message) -> MessagePublic:
-        prompt, completion = message.prompt_tokens, message.completion_tokens
         return cls(
             id=message.id,
             conversation_id=message.conversation_id,
+            role="user" if message.role == "user" else "assistant",
             content=message.content,
             citations=[Citation(**c) for c in message.citations],
             escalate=message.escalate,
             escalation_reason=message.escalation_reason,
             confidence=message.confidence,
-            usage=SupportUsage(
-                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            finish_reason=message.finish_reason,
+            usage=SupportUsage.of(
+                message.prompt_tokens, message.completion_tokens, message.embedding_tokens
             ),
             created_at=epoch(message.created_at) or 0,
+        )
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    object: Literal["support.conversation"] = "support.conversation"
+    bot_id: str
+    escalated: bool = Field(description="A turn was handed to a person")
+    created_at: int
+    updated_at: int = Field(description="The last turn's time")
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> ConversationPublic:
+        return cls(
+            id=conversation.id,
+            bot_id=conversation.bot_id,
+            escalated=conversation.escalated,
+            created_at=epoch(conversation.created_at) or 0,
+            updated_at=epoch(conversation.updated_at) or 0,
+        )
+
+
+class ConversationDetail(ConversationPublic):
+    messages: list[MessagePublic] = Field(description="Oldest first, customer and bot turns")
+
+    @classmethod
+    def with_messages(
+        cls, conversation: Conversation, messages: list[Message]
+    ) -> ConversationDetail:
+        return cls(
+            **ConversationPublic.of(conversation).model_dump(),
+            messages=[MessagePublic.of(m) for m in messages],
         )
 
 
@@ -139,9 +195,15 @@ class SearchRequest(Input):
     conversation_id: str | None = Field(default=None, max_length=40)
 
 
+class SearchUsage(BaseModel):
+    embedding_tokens: int = Field(description="The query embedded (billed as prompt_tokens)")
+    total_tokens: int
+
+
 class SearchResult(BaseModel):
     object: Literal["support.search"] = "support.search"
     passages: list[Citation]
     confidence: float | None
     escalate: bool
     escalation_reason: str | None
+    usage: SearchUsage

@@ -1,13 +1,21 @@
 """Support bots API without Ray: knowledge indexing, search (what a message would cite and
 whether it escalates), escalated messages stored in conversations, history steering follow-ups,
-validation, isolation. The model-answering path runs in tests/e2e/test_apps_e2e.py."""
+the retrieval query's embedding billed and limited, validation, isolation. Conversations read
+back and streamed turns stored: test_support_conversations.py. The model-answering path runs in
+tests/e2e/test_apps_e2e.py."""
 
 from __future__ import annotations
 
 import json
 
+from moeplane.modeling.embeddings import default_model_path, token_counter
 from tests.factories import chat_jsonl, make_tenant
 from tests.unit.support.kb import HELP_CENTER_MD, HUMAN_REQUESTS, faq_jsonl
+
+
+def _tokens(*texts: str) -> int:
+    """What embedding ``texts`` costs, counted as the API must: the embedder's tokenizer."""
+    return sum(token_counter(str(default_model_path()))(list(texts)))
 
 
 def _upload(client, tenant, name: str, content: bytes, purpose: str = "knowledge") -> str:
@@ -100,7 +108,12 @@ def test_escalated_messages_are_kept_and_steer_follow_ups(client, database, cata
     reply = first.json()
     assert reply["object"] == "support.message" and reply["escalate"] is True
     assert reply["escalation_reason"] == "human_requested" and "team" in reply["content"]
-    assert reply["conversation_id"].startswith("conv-") and reply["usage"]["total_tokens"] == 0
+    assert reply["conversation_id"].startswith("conv-")
+    # no model call, but the question was embedded for retrieval: that alone is billed
+    embedded = _tokens("I want a human")
+    assert reply["usage"] == {"prompt_tokens": 0, "completion_tokens": 0,
+                              "embedding_tokens": embedded, "total_tokens": embedded}  # fmt: skip
+    assert reply["finish_reason"] == "stop" and reply["role"] == "assistant"
     conversation = reply["conversation_id"]
     # an off-topic question in the same conversation, streamed: one chunk, usage, [DONE]
     with client.stream(
@@ -126,6 +139,73 @@ def test_escalated_messages_are_kept_and_steer_follow_ups(client, database, cata
     assert alone["escalate"] is True
     assert follow["escalate"] is False
     assert follow["passages"][0]["ref"] == "shipping-international-shipping"
+
+
+def _prompt_tokens_billed(client, tenant) -> int:
+    usage = client.get("/v1/usage", headers=tenant.headers).json()
+    return usage["totals"].get("prompt_tokens", 0)
+
+
+def test_retrieval_query_embedding_is_billed(client, database, catalog):
+    tenant, bot = _setup(client, database)
+    question = "Do you take PayPal?"
+    found = _search(client, tenant, bot["id"], question)
+    assert found["usage"] == {"embedding_tokens": _tokens(question),
+                              "total_tokens": _tokens(question)}  # fmt: skip
+    assert _prompt_tokens_billed(client, tenant) == _tokens(question)
+    url = f"/v1/support/bots/{bot['id']}/messages"
+    first = client.post(url, json={"message": "I want a human"}, headers=tenant.headers).json()
+    # a follow-up embeds the previous customer turn too, to steer retrieval: both are billed
+    follow = {"message": "a real person please", "conversation_id": first["conversation_id"]}
+    second = client.post(url, json=follow, headers=tenant.headers).json()
+    assert second["usage"]["embedding_tokens"] == _tokens("a real person please", "I want a human")
+    with client.stream("POST", url, json={"message": "Talk to an agent", "stream": True},
+                       headers=tenant.headers) as streamed:  # fmt: skip
+        frames = [json.loads(x.removeprefix("data: ")) for x in streamed.iter_lines()
+                  if x.startswith("data: {")]  # fmt: skip
+    assert frames[-1]["usage"]["embedding_tokens"] == _tokens("Talk to an agent")
+    billed = _tokens(question, "I want a human", "a real person please", "I want a human")
+    billed += _tokens("Talk to an agent")
+    assert _prompt_tokens_billed(client, tenant) == billed
+    stored = client.get(
+        f"/v1/support/bots/{bot['id']}/conversations/{first['conversation_id']}",
+        headers=tenant.headers,
+    ).json()
+    per_turn = [_tokens("I want a human"), _tokens("a real person please", "I want a human")]
+    embedded = [m["usage"]["embedding_tokens"] for m in stored["messages"]]
+    assert embedded == [0, per_turn[0], 0, per_turn[1]]
+
+
+def test_retrieval_embedding_counts_against_tpm_and_the_monthly_budget(client, database, catalog):
+    question = "Do you take PayPal?"
+    need = _tokens(question)
+    tenant, bot = _setup(client, database)
+    # room for two searches a minute, not three: the third is the 429 every inference route gives
+    with database.session() as session:
+        from moeplane.store.models import Quota
+
+        session.get(Quota, tenant.id).tpm = 2 * need + need // 2
+    search = f"/v1/support/bots/{bot['id']}/search"
+    message = f"/v1/support/bots/{bot['id']}/messages"
+    for _ in range(2):
+        _search(client, tenant, bot["id"], question)
+    for url, body in ((search, {"query": question}), (message, {"message": question})):
+        limited = client.post(url, json=body, headers=tenant.headers)
+        assert limited.status_code == 429, limited.text
+        assert limited.json()["error"]["type"] == "rate_limit_error"
+        assert int(limited.headers["Retry-After"]) >= 1
+    assert _prompt_tokens_billed(client, tenant) == 2 * need  # denied work is not billed
+
+    with database.session() as session:
+        quota = session.get(Quota, tenant.id)
+        quota.tpm, quota.monthly_tokens = 100_000, 2 * need + 1
+    for url, body in ((search, {"query": question}), (message, {"message": "I want a human"})):
+        spent = client.post(url, json=body, headers=tenant.headers)
+        assert spent.status_code == 429, spent.text
+        assert spent.json()["error"]["code"] == "monthly_tokens"
+    assert _prompt_tokens_billed(client, tenant) == 2 * need
+    listed = client.get(f"/v1/support/bots/{bot['id']}/conversations", headers=tenant.headers)
+    assert listed.json()["data"] == []  # a refused message stores no turn
 
 
 def test_messages_need_a_running_chat_deployment(client, database, catalog):
