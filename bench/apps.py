@@ -8,13 +8,22 @@ Embeddings (all-MiniLM-L6-v2, the packaged model), sentences/s:
       single queries; k = 16: small documents), metering included;
 so the ratio (b)/(a) is what serving costs (Ray hops, gathering batches, metering writes).
 
-Recommendations, p50/p99 latency of one request (k = 10) at 10k and 100k products: the
-recommender a Serve replica runs, in-process (index scoring, query encoding), per kind of
-request (user with history, with filters, similar items, cold-start user, search).
+Recommendations, p50/p99 latency of one request (k = 10) at 10k and 100k products, per kind of
+request (user with history, with filters, similar items, cold-start user, search), three ways in
+one run:
+  (a) in-process: the recommender a Serve replica runs (index scoring, query encoding);
+  (b) Serve handle: the catalog's recommender deployment (one replica, 1 CPU) called through a
+      Serve handle, as the API calls it;
+  (c) HTTP API: ``POST /v1/recommendations`` on a real uvicorn server (auth, rpm, the catalog,
+      deployment and user-history lookups in SQLite, the Serve call, usage metering), one
+      sequential client over keep-alive.
+The catalog's rows (products, events), its deployment and its index file are made the way an
+upload and index build make them; the deployment is put on Serve directly (no reconciler).
 
 Run: .venv/bin/python bench/apps.py [--only embeddings|recommendations] [--sentences 512]
      [--callers 1,8,32] [--rec-sizes 10000:4000,100000:20000] [--rec-requests 300]
-The embeddings part starts its own local Ray (2 CPUs) and stops it at the end.
+     [--rec-in-process-only]
+Each part starts its own local Ray (2 CPUs) and stops it at the end.
 """
 
 from __future__ import annotations
@@ -87,8 +96,11 @@ async def _serve_rate(handle, texts: list[str], callers: int, per_request: int) 
     async def caller() -> None:
         while not queue.empty():
             i, chunk = queue.get_nowait()
-            payload = {"request_id": f"req-bench-{time.time_ns()}-{i}", "tenant_id": "ten-bench",
-                       "input": chunk}  # fmt: skip
+            payload = {
+                "request_id": f"req-bench-{time.time_ns()}-{i}",
+                "tenant_id": "ten-bench",
+                "input": chunk,
+            }
             await handle.embed.remote(payload)
 
     start = time.perf_counter()
@@ -147,8 +159,16 @@ def bench_embeddings_serve(texts: list[str], callers: list[int], per_request: li
 
 # -- recommendations ----------------------------------------------------------------------------
 
-QUERIES = ["running shoes", "espresso machine", "phone case", "dog bed", "chef's knife",
-           "noise cancelling headphones", "organic cotton sheets", "memory card"]  # fmt: skip
+QUERIES = [
+    "running shoes",
+    "espresso machine",
+    "phone case",
+    "dog bed",
+    "chef's knife",
+    "noise cancelling headphones",
+    "organic cotton sheets",
+    "memory card",
+]
 
 
 def _percentiles(samples_s: list[float]) -> tuple[float, float]:
@@ -158,69 +178,211 @@ def _percentiles(samples_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_recommendations(
-    n_products: int, n_users: int, requests: int = 300, k: int = 10, seed: int = 0
-) -> list[tuple[str, float, float]]:
-    """Latency of one catalog's recommender in-process (what a replica runs per request, 1 torch
-    thread as a replica has): (request kind, p50 ms, p99 ms). The catalog and its event log
-    are generated; product embeddings are random unit vectors (latency does not depend on their
-    values, and embedding 100k products takes minutes on 2 cores); query texts are embedded for
-    real, each one new (no cache hit)."""
-    import numpy as np
+KINDS = (
+    "user (history)",
+    "user + filters",
+    "similar items",
+    "cold-start user",
+    "search (new query)",
+)
+
+
+def _latencies(call, payload, requests: int) -> tuple[float, float]:
+    for i in range(10):  # warm-up
+        call(payload(10_000 + i))
+    samples = []
+    for i in range(requests):
+        body = payload(i)
+        start = time.perf_counter()
+        call(body)
+        samples.append(time.perf_counter() - start)
+    return _percentiles(samples)
+
+
+class _Catalog:
+    """A generated catalog, its index (random unit product embeddings: latency does not depend
+    on their values, and embedding 100k products takes minutes on 2 cores) and the requests."""
+
+    def __init__(self, n_products: int, n_users: int, k: int, seed: int = 0):
+        import numpy as np
+
+        from moeplane.recommend.generator import generate
+        from moeplane.recommend.index import build_index
+
+        self.data = data = generate(n_products, n_users, seed=seed)
+        rng = np.random.default_rng(seed)
+        embeddings = rng.standard_normal((n_products, 384), dtype=np.float32)
+        embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+        self.index = index = build_index(data.products, data.events, embeddings=embeddings)
+        histories: dict[str, list] = {}
+        for e in data.events:
+            histories.setdefault(e.user_id, []).append((e.product_id, e.type, e.timestamp))
+        self.users = [u for u, h in histories.items() if len(h) >= 3]
+        self.histories = {u: sorted(histories[u], key=lambda h: -h[2])[:50] for u in self.users}
+        self.biggest = max(set(index.category_names), key=list(index.categories).count)
+        self.k = k
+
+    def api_body(self, kind: str, i: int) -> dict:
+        """The request body of ``POST /v1/recommendations`` (without the catalog)."""
+        user = self.users[i % len(self.users)]
+        return {
+            "user (history)": {"user_id": user},
+            "user + filters": {
+                "user_id": user,
+                "filters": {"category": self.biggest, "price_max": 200.0, "in_stock": True},
+            },
+            "similar items": {"product_id": self.index.product_ids[(i * 7919) % len(self.index)]},
+            "cold-start user": {"user_id": f"new-user-{i}"},
+            "search (new query)": {"query": f"{QUERIES[i % len(QUERIES)]} {i}"},
+        }[kind] | {"k": self.k}
+
+    def payload(self, kind: str, i: int) -> dict:
+        """What the API sends the replica for that body (the user's history looked up)."""
+        body = self.api_body(kind, i)
+        f = body.get("filters", {})
+        return {
+            "request_id": f"req-bench-{i}",
+            "k": self.k,
+            "history": self.histories.get(body.get("user_id", ""), []),
+            "product_id": body.get("product_id"),
+            "query": body.get("query"),
+            "filters": {
+                "categories": [f["category"]] if "category" in f else [],
+                "price_min": None,
+                "price_max": f.get("price_max"),
+                "in_stock": f.get("in_stock"),
+            },
+            "exclude_seen": True,
+        }
+
+
+def bench_recommendations(catalog: _Catalog, requests: int) -> dict[str, tuple[float, float]]:
+    """In-process: what a replica runs per request, with the 1 torch thread a replica has;
+    query texts are embedded for real, each one new (no cache hit)."""
     import torch
 
     from moeplane.modeling.embeddings import EmbeddingModel
     from moeplane.recommend.engine import Recommender
-    from moeplane.recommend.generator import generate
-    from moeplane.recommend.index import build_index
 
     torch.set_num_threads(1)
-    data = generate(n_products, n_users, seed=seed)
-    rng = np.random.default_rng(seed)
-    embeddings = rng.standard_normal((n_products, 384), dtype=np.float32)
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    index = build_index(data.products, data.events, embeddings=embeddings)
-    engine = Recommender(index, EmbeddingModel().encode)
-    histories: dict[str, list] = {}
-    for e in data.events:
-        histories.setdefault(e.user_id, []).append((e.product_id, e.type, e.timestamp))
-    users = [h[-50:] for h in histories.values() if len(h) >= 3]
-    biggest = max(set(index.category_names), key=list(index.categories).count)
-    kinds = {
-        "user (history)": lambda i: {"history": users[i % len(users)], "k": k},
-        "user + filters": lambda i: {
-            "history": users[i % len(users)],
-            "k": k,
-            "filters": {"categories": [biggest], "price_max": 200.0, "in_stock": True},
-        },
-        "similar items": lambda i: {
-            "product_id": index.product_ids[(i * 7919) % n_products],
-            "k": k,
-        },
-        "cold-start user": lambda i: {"history": [], "k": k},
-        "search (new query)": lambda i: {"query": f"{QUERIES[i % len(QUERIES)]} {i}", "k": k},
+    engine = Recommender(catalog.index, EmbeddingModel().encode)
+    return {
+        kind: _latencies(engine.handle, lambda i, kind=kind: catalog.payload(kind, i), requests)
+        for kind in KINDS
     }
-    rows = []
-    for name, payload in kinds.items():
-        for i in range(10):  # warm-up
-            engine.handle(payload(10_000 + i))
-        samples = []
-        for i in range(requests):
-            body = payload(i)
-            start = time.perf_counter()
-            engine.handle(body)
-            samples.append(time.perf_counter() - start)
-        rows.append((name, *_percentiles(samples)))
-    return rows
 
 
-def report_recommendations(sizes: list[tuple[int, int]], requests: int) -> None:
-    print(f"recommendations: in-process replica scoring, k=10, {requests} requests per row")
-    print("| products | users | request | p50 ms | p99 ms |")
-    print("|---:|---:|---|---:|---:|")
+def _seed_catalog(db, tenant_id: str, catalog: _Catalog, index_dir: Path):
+    """The rows an upload + index build leave behind, and the catalog's recommender deployment
+    (made by the same code the index build uses)."""
+    from sqlalchemy import insert
+
+    from moeplane.recommend.catalogs import _insert_events, _product_row, _serve
+    from moeplane.recommend.index import save_index
+    from moeplane.store.ids import new_id
+    from moeplane.store.models import Catalog, Deployment, Product
+
+    save_index(catalog.index, lambda name, data: (index_dir / name).write_bytes(data))
+    with db.session() as session:
+        row = Catalog(
+            id=new_id("cat"),
+            tenant_id=tenant_id,
+            name="bench",
+            status="ready",
+            progress=1.0,
+            products_file="file-bench",
+            product_count=len(catalog.index),
+            event_count=len(catalog.data.events),
+            built_generation=1,
+            index_uri=index_dir.as_uri(),
+        )
+        session.add(row)
+        session.flush()
+        session.execute(insert(Product), [_product_row(row, p) for p in catalog.data.products])
+        _insert_events(session, row, catalog.data.events)
+        _serve(session, row)
+        session.flush()
+        deployment = session.get(Deployment, row.deployment_id)
+        return row.id, deployment.id
+
+
+def bench_recommendations_served(catalog: _Catalog, requests: int) -> dict[str, dict]:
+    """Serve handle and HTTP API latencies, per kind: {"handle": (p50, p99), "api": ...}."""
+    import httpx
+    import ray
+    from ray import serve
+
+    from moeplane.api.app import create_app
+    from moeplane.config import Settings
+    from moeplane.limits import MemoryLimiter
+    from moeplane.serving.deployments import serving_spec
+    from moeplane.serving.recommend import build
+    from moeplane.store.db import Database
+    from moeplane.store.migrate import upgrade
+    from moeplane.store.models import Deployment
+    from tests.conftest import LiveServer
+    from tests.factories import make_tenant
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rec-"))
+    url = f"sqlite:///{tmp}/bench.db"
+    upgrade(url)
+    db = Database(url)
+    tenant = make_tenant(db, rpm=1_000_000, max_deployments=5, max_replicas=5)
+    (tmp / "index").mkdir()
+    catalog_id, deployment_id = _seed_catalog(db, tenant.id, catalog, tmp / "index")
+    with db.session() as session:
+        deployment = session.get(Deployment, deployment_id)
+        app_name, args = deployment.app_name, serving_spec(deployment, None, url).to_args()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    results: dict[str, dict] = {kind: {} for kind in KINDS}
+    try:
+        handle = serve.run(build(args), name=app_name, route_prefix=None)
+        with db.session() as session:  # what the reconciler records once Serve runs it
+            deployment = session.get(Deployment, deployment_id)
+            deployment.status, deployment.observed_generation = "running", deployment.generation
+            deployment.current_replicas = 1
+        for kind in KINDS:
+            results[kind]["handle"] = _latencies(
+                lambda body: handle.recommend.remote(body).result(),
+                lambda i, kind=kind: catalog.payload(kind, i),
+                requests,
+            )
+        settings = Settings(home=tmp / "home", database_url=url, storage_uri=(tmp / "s").as_uri())
+        app = create_app(settings, db=db, limiter=MemoryLimiter())
+        with (
+            LiveServer(app) as server,
+            httpx.Client(base_url=server.url, headers=tenant.headers) as client,
+        ):
+
+            def call(body: dict) -> None:
+                response = client.post("/v1/recommendations", json=body)
+                assert response.status_code == 200, response.text
+
+            for kind in KINDS:
+                results[kind]["api"] = _latencies(
+                    call,
+                    lambda i, kind=kind: catalog.api_body(kind, i) | {"catalog": catalog_id},
+                    requests,
+                )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        db.dispose()
+    return results
+
+
+def report_recommendations(sizes: list[tuple[int, int]], requests: int, served: bool) -> None:
+    print(f"recommendations: k=10, {requests} sequential requests per cell, p50 / p99 ms")
+    print("| products | request | in-process | Serve handle | HTTP API |")
+    print("|---:|---|---:|---:|---:|")
     for n_products, n_users in sizes:
-        for name, p50, p99 in bench_recommendations(n_products, n_users, requests):
-            print(f"| {n_products} | {n_users} | {name} | {p50:.1f} | {p99:.1f} |")
+        catalog = _Catalog(n_products, n_users, k=10)
+        local = bench_recommendations(catalog, requests)
+        remote = bench_recommendations_served(catalog, requests) if served else {}
+        for kind in KINDS:
+            cells = [local[kind], *(remote[kind][w] for w in ("handle", "api") if remote)]
+            text = [f"{p50:.1f} / {p99:.1f}" for p50, p99 in cells] + ["-"] * (3 - len(cells))
+            print(f"| {n_products} | {kind} | " + " | ".join(text) + " |")
 
 
 def main() -> None:
@@ -231,12 +393,13 @@ def main() -> None:
     parser.add_argument("--only", choices=("all", "embeddings", "recommendations"), default="all")
     parser.add_argument("--rec-sizes", default="10000:4000,100000:20000", help="products:users")
     parser.add_argument("--rec-requests", type=int, default=300)
+    parser.add_argument("--rec-in-process-only", action="store_true", help="no Ray, no API")
     args = parser.parse_args()
     if args.only in ("all", "embeddings"):
         report_embeddings(args)
     if args.only in ("all", "recommendations"):
         sizes = [tuple(int(x) for x in s.split(":")) for s in args.rec_sizes.split(",")]
-        report_recommendations(sizes, args.rec_requests)  # type: ignore[arg-type]
+        report_recommendations(sizes, args.rec_requests, not args.rec_in_process_only)  # type: ignore[arg-type]
 
 
 def report_embeddings(args: argparse.Namespace) -> None:

@@ -2,8 +2,10 @@
 
 Before the call, in one short transaction: the tenant's catalog (another tenant's is a 404), its
 recommender deployment (503 ``deployment_not_ready`` while it deploys), the anchor product's
-existence and the user's recent interactions. The replica scores (``moeplane.serving.recommend``);
-each served request is counted as usage kind ``recommendations``. rpm applies as to every route.
+existence and the user's recent interactions, and the request counted as usage kind
+``recommendations`` (handed back if the replica fails: reserve, then settle, with no second write
+on the way of a served request). The replica scores (``moeplane.serving.recommend``). rpm applies
+as to every route.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from starlette.background import BackgroundTask
 
 from moeplane.api.deps import TenantNow, TenantScope, in_short_transaction
 from moeplane.api.schemas.recommend import RecommendationList, RecommendationRequest
@@ -61,6 +62,7 @@ def _prepare(session, tenant: TenantScope, body: RecommendationRequest):
     ):
         raise NotFound(f"No product '{body.product_id}' in this catalog", param="product_id")
     history = user_history(session, tenant.id, catalog.id, body.user_id) if body.user_id else []
+    record_usage(session, tenant.id, USAGE_KIND, 1)
     return target, history
 
 
@@ -107,12 +109,12 @@ async def recommendations(body: RecommendationRequest, request: Request, tenant:
         },
         "exclude_seen": body.exclude_seen,
     }
-    result = await _call(request, target, payload)
+    try:
+        result = await _call(request, target, payload)
+    except ServiceUnavailable:
+        await in_short_transaction(request, record_usage, tenant.id, USAGE_KIND, -1)
+        raise
     response = RecommendationList(
         data=result["data"], catalog=body.catalog, strategy=result["strategy"]
     )
-
-    async def meter() -> None:
-        await in_short_transaction(request, record_usage, tenant.id, USAGE_KIND, 1)
-
-    return JSONResponse(response.model_dump(), background=BackgroundTask(meter))
+    return JSONResponse(response.model_dump())

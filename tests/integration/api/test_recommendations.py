@@ -261,3 +261,46 @@ def test_eval_cli_on_a_stored_catalog(client, database, settings, encoder, monke
     assert metrics["hybrid"]["users"] > 20
     assert metrics["hybrid"]["recall"] > metrics["popularity"]["recall"]
     assert "recall@10" in table and "hybrid" in table.splitlines()[2]
+
+
+class _Replica:
+    """Stands in for the Serve hop only (tests/e2e covers the real one): the real scoring over
+    the stored index, or a failure, as ``handle.recommend.remote(payload)`` gives them."""
+
+    def __init__(self, engine: Recommender | None):
+        self.engine = engine
+        self.recommend = self
+
+    async def remote(self, payload):
+        if self.engine is None:
+            raise RuntimeError("replica died")
+        return self.engine.handle(payload)
+
+
+def test_a_request_is_counted_once_served_and_handed_back_when_the_replica_fails(
+    app, client, database, settings, encoder
+):
+    from moeplane.store.usage import month_totals
+
+    tenant = make_tenant(database)
+    cat = _catalog(client, tenant).json()
+    assert _build(database, settings, cat["id"], encoder) == "ready"
+    built = client.get(f"/v1/catalogs/{cat['id']}", headers=tenant.headers).json()
+    with database.session() as session:  # what the reconciler records once Serve runs it
+        dep = session.get(Deployment, built["deployment_id"])
+        dep.status, dep.observed_generation = "running", dep.generation
+        app_name, index_uri = dep.app_name, dep.options["index_uri"]
+
+    def used() -> int:
+        with database.session() as session:
+            return month_totals(session, tenant.id).get("recommendations", 0)
+
+    body = {"catalog": cat["id"], "user_id": DATA.events[0].user_id, "k": 5}
+    app.state.recommender_handles = {app_name: _Replica(Recommender(load_index_uri(index_uri)))}
+    served = client.post("/v1/recommendations", json=body, headers=tenant.headers)
+    assert served.status_code == 200, served.text
+    assert len(served.json()["data"]) == 5 and used() == 1
+    app.state.recommender_handles = {app_name: _Replica(None)}
+    failed = client.post("/v1/recommendations", json=body, headers=tenant.headers)
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "replica_failed"
+    assert used() == 1  # the failed request's count was handed back
