@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # How often Celery beat runs the scheduler and the job reconciler.
     schedule_interval_s: float = Field(default=2.0, gt=0)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    # How often Celery beat sweeps for catalog index builds that were lost (enqueued while the
+    # broker was down, or their worker died), and how long a catalog may sit queued, or building
+    # without reporting progress, before its build is enqueued again. Builds report progress at
+    # least every few seconds while embedding; the age leaves room for the silent final steps.
+    catalog_sweep_interval_s: float = Field(default=60.0, gt=0)
+    catalog_build_stale_s: float = Field(default=300.0, ge=10)
     # Artifact storage root (datasets, checkpoints); unset = file:// under HOME.
     storage_uri: str | None = None
     # Bootstrap admin key; unset = one is generated on first start and printed once.

@@ -1,17 +1,19 @@
 """Tenant files: streamed to storage, validated while streaming, recorded only when whole.
 
-A failed upload (too large, a bad line, a dropped connection) leaves neither a row nor bytes.
+Every purpose is validated line by line as it streams (``moeplane.datasets.validator_for``:
+fine-tune chat, catalog products, events, knowledge), with the rules its users apply again at
+use time. A failed upload (too large, a bad line, a dropped connection) leaves neither a row nor
+bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from moeplane.datasets import SUPPORTED_PURPOSES, validator_for
+from moeplane.datasets import SUPPORTED_PURPOSES, StreamingValidator, validator_for
 from moeplane.errors import InvalidRequest, PayloadTooLarge, QuotaExceeded
 from moeplane.storage import Storage
 from moeplane.store.db import on_commit
@@ -25,10 +27,9 @@ __all__ = ["delete_file", "get_file", "upload_file"]
 MAX_FILENAME = 255
 
 
-def _validated(chunks: Iterable[bytes], validator: Any) -> Iterator[bytes]:
+def _validated(chunks: Iterable[bytes], validator: StreamingValidator) -> Iterator[bytes]:
     for chunk in chunks:
-        if validator is not None:
-            validator.feed(chunk)
+        validator.feed(chunk)
         yield chunk
 
 
@@ -52,11 +53,10 @@ def upload_file(
         raise InvalidRequest("filename must be 1-255 characters without slashes", param="file")
     file_id = new_id("file")
     key = f"tenants/{tenant_id}/files/{file_id}"
-    factory = validator_for(purpose)
-    validator = factory() if factory is not None else None
+    validator = validator_for(purpose)(filename)
     written = storage.write_stream(key, _validated(chunks, validator), max_bytes=max_bytes)
     try:
-        stats = validator.finish() if validator is not None else None
+        stats = validator.finish()
         quota = lock_quota(db, tenant_id)
         used = db.scalar(
             select(func.coalesce(func.sum(File.bytes), 0)).where(File.tenant_id == tenant_id)
@@ -74,7 +74,7 @@ def upload_file(
             bytes=written.bytes,
             sha256=written.sha256,
             storage_key=key,
-            stats=stats.to_dict() if stats is not None else {},
+            stats=stats.to_dict(),
         )
         db.add(record)
         db.flush()

@@ -58,3 +58,31 @@ def chat_jsonl(n: int = 8) -> bytes:
     return (
         "\n".join(chat_line(f"Question {i}?", f"Answer {i}.") for i in range(n)) + "\n"
     ).encode()
+
+
+def make_unchecked_file(
+    db: Database, storage_uri: str, tenant_id: str, purpose: str, filename: str, content: bytes
+) -> str:
+    """A file recorded without the upload check, as files uploaded before uploads of its purpose
+    were checked are: what use-time validation still has to catch."""
+    from moeplane.storage import Storage
+    from moeplane.store.ids import new_id
+    from moeplane.store.models import File
+
+    file_id = new_id("file")
+    key = f"tenants/{tenant_id}/files/{file_id}"
+    written = Storage(storage_uri).write_stream(key, [content])
+    with db.session() as session:
+        session.add(
+            File(
+                id=file_id,
+                tenant_id=tenant_id,
+                filename=filename,
+                purpose=purpose,
+                bytes=written.bytes,
+                sha256=written.sha256,
+                storage_key=key,
+                stats={},
+            )
+        )
+    return file_id

@@ -24,13 +24,13 @@ the final newline is optional.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from moeplane.datasets.lines import MAX_LINE_BYTES, LineSplitter, line_error
 from moeplane.errors import InvalidRequest
 
 __all__ = [
@@ -43,13 +43,9 @@ __all__ = [
 ROLES = ("system", "user", "assistant")
 TOP_LEVEL_KEYS = ("messages", "metadata")
 MESSAGE_KEYS = ("role", "content", "name", "weight")
-# One example per line; 1 MiB is far beyond any context window we train on and bounds the memory
-# a single unterminated line can pin in the upload route.
-MAX_LINE_BYTES = 1024 * 1024
 # The chars/4 rule of thumb for English text with BPE tokenizers: good enough to refuse a job that
 # would blow a budget before paying for tokenising the file, never used for billing.
 CHARS_PER_TOKEN = 4
-_BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -72,8 +68,7 @@ class DatasetStats:
         return asdict(self)
 
 
-def _invalid(line: int, reason: str) -> InvalidRequest:
-    return InvalidRequest(f"line {line}: {reason}", param="file", code="invalid_file")
+_invalid = line_error
 
 
 def _shown(value: Any) -> str:
@@ -175,18 +170,14 @@ class ChatJsonlValidator:
     """Validate a chat JSONL file fed in chunks of any size, in one pass.
 
     The upload route feeds each chunk it streams to storage, so a bad line stops the upload at
-    that line and nothing is buffered beyond one line. ``finish()`` checks the last line (which
-    may lack a newline) and returns the stats. A validator is single-use.
+    that line and nothing is buffered beyond one line (lines are split by
+    :class:`~moeplane.datasets.lines.LineSplitter`). ``finish()`` checks the last line (which may
+    lack a newline) and returns the stats. A validator is single-use.
     """
 
     def __init__(self, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        if max_line_bytes <= 0:
-            raise ValueError("max_line_bytes must be positive")
+        self._lines = LineSplitter(self._take, max_line_bytes=max_line_bytes)
         self.max_line_bytes = max_line_bytes
-        self._digest = hashlib.sha256()
-        self._bytes = 0
-        self._pending = bytearray()  # the current, not yet terminated line
-        self._line = 0  # lines completed so far
         self._tally = _Tally()
         self._finished = False
 
@@ -194,44 +185,13 @@ class ChatJsonlValidator:
         """Validate every line that ``chunk`` completes; raises on the first bad one."""
         if self._finished:
             raise RuntimeError("feed() after finish(): a validator is single-use")
-        self._digest.update(chunk)
-        self._bytes += len(chunk)
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            if self._pending:
-                self._pending += chunk[start:end]
-                raw, self._pending = bytes(self._pending), bytearray()
-            else:
-                raw = chunk[start:end]
-            self._take(raw)
-            start = end + 1
-        self._pending += chunk[start:]
-        # Fail before the rest of an oversized line arrives, not after buffering all of it.
-        if len(self._pending) > self.max_line_bytes + 1:  # +1: a '\r' still to be stripped
-            raise self._too_long(self._line + 1)
+        self._lines.feed(chunk)
 
-    def _too_long(self, line: int) -> InvalidRequest:
-        limit = self.max_line_bytes
-        return _invalid(line, f"longer than the limit of {limit} bytes ({limit / 1048576:g} MiB)")
-
-    def _take(self, raw: bytes) -> None:
-        self._line += 1
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if len(raw) > self.max_line_bytes:
-            raise self._too_long(self._line)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _invalid(
-                self._line, f"not valid UTF-8 (bad byte at column {exc.start + 1})"
-            ) from None
-        if self._line == 1 and text.startswith(_BOM):
-            text = text[1:]
+    def _take(self, line: int, text: str) -> None:
         if not text.strip():
             self._tally.blank_lines += 1
             return
-        messages, assistant, characters = check_example(self._line, text)
+        messages, assistant, characters = check_example(line, text)
         tally = self._tally
         tally.examples += 1
         tally.messages += messages
@@ -244,9 +204,7 @@ class ChatJsonlValidator:
         if self._finished:
             raise RuntimeError("finish() called twice: a validator is single-use")
         self._finished = True
-        if self._pending:
-            raw, self._pending = bytes(self._pending), bytearray()
-            self._take(raw)
+        self._lines.finish()
         tally = self._tally
         if tally.examples == 0:
             raise InvalidRequest("the file has no examples", param="file", code="invalid_file")
@@ -257,8 +215,8 @@ class ChatJsonlValidator:
             characters=tally.characters,
             max_messages_per_example=tally.max_messages_per_example,
             blank_lines=tally.blank_lines,
-            bytes=self._bytes,
-            sha256=self._digest.hexdigest(),
+            bytes=self._lines.bytes,
+            sha256=self._lines.sha256(),
             estimated_tokens=math.ceil(tally.characters / CHARS_PER_TOKEN),
         )
 

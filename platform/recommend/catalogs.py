@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from moeplane.datasets.lines import split_lines
 from moeplane.errors import DomainError, InvalidRequest
 from moeplane.files import get_file
 from moeplane.recommend.index import build_index, save_index
@@ -28,11 +29,12 @@ from moeplane.recommend.records import (
     parse_events_jsonl,
     parse_products_jsonl,
 )
+from moeplane.recommend.sweep import BuildState, build_is_live
 from moeplane.serving.deployments import DeploymentRequest, create_deployment
 from moeplane.storage import Storage
 from moeplane.store.db import Database
 from moeplane.store.ids import new_id
-from moeplane.store.models import Catalog, Deployment, InteractionEvent, Product, Tenant
+from moeplane.store.models import Catalog, Deployment, InteractionEvent, Product, Tenant, utcnow
 from moeplane.store.scoping import get_owned, scoped
 
 __all__ = [
@@ -52,6 +54,7 @@ BUILD_TASK = "moeplane.recommend.build_index"
 MAX_APPEND = 10_000  # events per POST /v1/catalogs/{id}/events
 _PROGRESS_EVERY_S = 1.0  # how often a build writes its progress
 _REPLICA_CPUS = 0.5
+_READ_CHUNK = 1024 * 1024
 
 
 def get_catalog(db: Session, tenant_id: str, catalog_id: str, *, param: str = "catalog_id"):
@@ -60,7 +63,9 @@ def get_catalog(db: Session, tenant_id: str, catalog_id: str, *, param: str = "c
 
 def _file_lines(
     db: Session, storage: Storage, tenant_id: str, file_id: str, *, param: str, purpose: str
-) -> list[bytes]:
+) -> list[str]:
+    """The file's lines, split as its upload check split them (files uploaded before uploads
+    were checked are parsed here all the same: use time validates again)."""
     record = get_file(db, tenant_id, file_id, param=param)
     if record.purpose != purpose:
         raise InvalidRequest(
@@ -68,7 +73,10 @@ def _file_lines(
             param=param,
         )
     with storage.open_read(record.storage_key) as handle:
-        return handle.read().splitlines()
+        try:
+            return split_lines(iter(lambda: handle.read(_READ_CHUNK), b""))
+        except InvalidRequest as exc:
+            raise _named(param, exc) from exc
 
 
 def _named(param: str, error: InvalidRequest) -> InvalidRequest:
@@ -227,11 +235,19 @@ def deployment_name(catalog_id: str) -> str:
 # -- the index build (Celery task body) ----------------------------------------------------------
 
 
-def _start(database: Database, catalog_id: str) -> tuple[int, str] | None:
-    """Claim the build of the catalog's current generation; None when there is nothing to do."""
+def _start(
+    database: Database, catalog_id: str, stale_after_s: float | None
+) -> tuple[int, str] | None:
+    """Claim the build of the catalog's current generation; None when there is nothing to do:
+    it is built, or (with ``stale_after_s``) another worker's build of it is alive."""
     with database.session() as db:
         catalog = db.get(Catalog, catalog_id, with_for_update=True)
         if catalog is None or catalog.built_generation >= catalog.generation:
+            return None
+        if stale_after_s is not None and build_is_live(
+            BuildState.of(catalog), utcnow(), stale_after_s
+        ):
+            log.info("index build of %s is running elsewhere: nothing to do", catalog_id)
             return None
         catalog.status, catalog.progress, catalog.error = "building", 0.0, None
         return catalog.generation, catalog.tenant_id
@@ -273,6 +289,7 @@ def _progress_writer(database: Database, catalog_id: str, generation: int):
             catalog = db.get(Catalog, catalog_id)
             if catalog is not None and catalog.generation == generation:
                 catalog.progress = round(min(0.99, fraction), 3)
+                catalog.updated_at = utcnow()  # the heartbeat, even when progress stands still
 
     return write
 
@@ -282,10 +299,16 @@ def build_catalog_index(
     storage: Storage,
     catalog_id: str,
     embed: Callable[[list[str]], np.ndarray],
+    *,
+    stale_after_s: float | None = None,
 ) -> str | None:
     """Build the catalog's current index generation, store it, and point its recommender
-    deployment at it. Returns the new status (None when there was nothing to do)."""
-    claimed = _start(database, catalog_id)
+    deployment at it. Returns the new status (None when there was nothing to do).
+
+    With ``stale_after_s`` (the Celery task passes ``catalog_build_stale_s``), a build that
+    another worker claimed and that reported progress within that age is left to it, so a
+    duplicate enqueue never builds one generation twice at once."""
+    claimed = _start(database, catalog_id, stale_after_s)
     if claimed is None:
         return None
     generation, tenant_id = claimed
@@ -310,6 +333,7 @@ def build_catalog_index(
         if catalog is None:
             storage.delete_prefix(prefix)
             return None
+        log.info("built index generation %d of %s", generation, catalog_id)
         catalog.built_generation = max(catalog.built_generation, generation)
         catalog.index_uri = uri
         if catalog.generation == generation:  # else a newer build is queued behind this one

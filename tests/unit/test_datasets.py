@@ -279,11 +279,9 @@ def test_a_validator_is_single_use() -> None:
 
 def test_validator_for_each_purpose() -> None:
     assert SUPPORTED_PURPOSES == ("fine-tune", "knowledge", "catalog", "events")
-    factory = validator_for("fine-tune")
-    assert factory is not None
-    assert isinstance(factory(), ChatJsonlValidator)
-    for purpose in ("knowledge", "catalog", "events"):
-        assert validator_for(purpose) is None  # accepted as-is until its application adds one
+    assert isinstance(validator_for("fine-tune")("train.jsonl"), ChatJsonlValidator)
+    for purpose in ("knowledge", "catalog", "events"):  # tests/unit/test_purposes.py
+        assert callable(validator_for(purpose))
     with pytest.raises(InvalidRequest) as caught:
         validator_for("fine_tune")
     assert caught.value.param == "purpose"

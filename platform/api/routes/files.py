@@ -1,4 +1,5 @@
-"""Tenant files: multipart upload streamed to storage, validated line by line."""
+"""Tenant files: multipart upload streamed to storage, validated line by line for every purpose
+(a bad line is a 422 naming it, and nothing is kept)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,16 @@ def upload(
     request: Request,
     tenant: TenantCtx,
     db: DbSession,
-    file: Annotated[UploadFile, Form(description="The file (JSONL for fine-tune)")],
-    purpose: Annotated[str, Form(max_length=32, description="fine-tune | knowledge | ...")],
+    file: Annotated[
+        UploadFile,
+        Form(
+            description="JSONL for fine-tune (chat), catalog (products) and events; Markdown "
+            "(.md) or a JSONL FAQ (.jsonl) for knowledge. Checked line by line while it uploads."
+        ),
+    ],
+    purpose: Annotated[
+        str, Form(max_length=32, description="fine-tune | knowledge | catalog | events")
+    ],
 ):
     max_bytes = tenant.quota.max_file_bytes
     length = request.headers.get("content-length")

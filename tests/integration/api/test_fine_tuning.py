@@ -74,7 +74,7 @@ def test_bad_inputs_get_clear_errors_and_create_nothing(client, database, catalo
         "/v1/files",
         headers=tenant.headers,
         data={"purpose": "knowledge"},
-        files={"file": ("kb.md", b"# Help\n")},
+        files={"file": ("kb.md", b"# Help\nAsk us anything.\n")},
     ).json()["id"]
     cases = [
         ({"model": "gpt-17"}, 404, "model"),

@@ -15,7 +15,7 @@ from moeplane.recommend.engine import Recommender, load_index_uri
 from moeplane.recommend.generator import generate
 from moeplane.storage import Storage
 from moeplane.store.models import Deployment
-from tests.factories import make_tenant
+from tests.factories import make_tenant, make_unchecked_file
 
 DATA = generate(120, 80, seed=5)
 
@@ -162,10 +162,18 @@ def _check_index_behaviour(engine, database, tenant, catalog_id):
     assert search["data"][0]["product_id"] == DATA.products[0].id
 
 
-def test_validation_names_the_field_or_line(client, database):
+def test_validation_names_the_field_or_line(client, database, settings):
     tenant = make_tenant(database)
     rows = [p.to_json() for p in DATA.products[:3]]
-    bad = _catalog(client, tenant, products=[*rows, rows[0] | {"id": "z", "price": "x"}])
+    # uploads are checked (tests/integration/api/test_files.py); files from before are checked
+    # again when a catalog uses them
+    content = _jsonl([*rows, rows[0] | {"id": "z", "price": "x"}])
+    legacy = make_unchecked_file(
+        database, settings.storage_uri, tenant.id, "catalog", "p.jsonl", content
+    )
+    bad = client.post(
+        "/v1/catalogs", json={"name": "shop", "products_file": legacy}, headers=tenant.headers
+    )
     assert bad.status_code == 422
     assert bad.json()["error"]["param"] == "products_file"
     assert "line 4: price must be a number" in bad.json()["error"]["message"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from moeplane.modeling.embeddings import default_model_path, token_counter
-from tests.factories import chat_jsonl, make_tenant
+from tests.factories import chat_jsonl, make_tenant, make_unchecked_file
 from tests.unit.support.kb import HELP_CENTER_MD, HUMAN_REQUESTS, faq_jsonl
 
 
@@ -219,11 +219,16 @@ def test_messages_need_a_running_chat_deployment(client, database, catalog):
     assert response.json()["error"]["code"] == "deployment_not_ready"
 
 
-def test_validation_names_the_field(client, database, catalog):
+def test_validation_names_the_field(client, database, settings, catalog):
     tenant, bot = _setup(client, database)
     md = bot["files"][0]
     tune = _upload(client, tenant, "t.jsonl", chat_jsonl(2), purpose="fine-tune")
-    bad_faq = _upload(client, tenant, "bad.jsonl", b'{"question": "q", "answer": "a"}\n{oops\n')
+    # uploads are checked now (tests/integration/api/test_files.py); a file from before is
+    # still checked when a bot uses it
+    content = b'{"question": "q", "answer": "a"}\n{oops\n'
+    bad_faq = make_unchecked_file(
+        database, settings.storage_uri, tenant.id, "knowledge", "bad.jsonl", content
+    )
     cases = [
         ({"model": "nope"}, 404, "model"),
         ({"files": []}, 422, "files"),
