@@ -24,11 +24,13 @@ import numpy as np
 from moeplane.recommend.records import EventRecord, ProductRecord
 
 __all__ = [
+    "CALIBRATE_FROM",
     "EVENT_WEIGHTS",
     "IndexConfig",
     "RecIndex",
     "build_index",
     "cooccurrence_neighbours",
+    "fastest_search_matrix",
     "load_index",
     "popularity_scores",
     "save_index",
@@ -76,6 +78,45 @@ class RecIndex:
     @cached_property
     def category_code(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.category_names)}
+
+    @cached_property
+    def search_matrix(self) -> Any:
+        """The embeddings as a torch tensor in the dtype this machine multiplies fastest (made
+        on first use, once per loaded index): see :func:`fastest_search_matrix`."""
+        return fastest_search_matrix(self.embeddings)
+
+
+# Below this many products every request scans little: keep the stored float16, no calibration.
+CALIBRATE_FROM = 20_000
+
+
+def fastest_search_matrix(embeddings: np.ndarray, *, sample: int = 20_000) -> Any:
+    """``embeddings`` (unit rows) as a torch tensor in float16, bfloat16 or float32, whichever
+    streams a matrix-vector product fastest on this CPU, timed on a slice with the caller's
+    torch threads. Every request multiplies the whole matrix by one vector, so this is most of
+    a large catalog's latency, and the winner depends on the hardware: e.g. 100k x 384 on one
+    core of a Xeon with AMX took 16 ms in float16, 11 ms in float32 and 4 ms in bfloat16 (whose
+    8-bit mantissa moves a cosine by < 0.004: it reorders only near-ties)."""
+    import time
+
+    import torch
+
+    stored = torch.from_numpy(np.ascontiguousarray(embeddings))
+    if len(embeddings) < CALIBRATE_FROM:
+        return stored
+    probe = stored[:sample]
+    best, best_s = torch.float16, float("inf")
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        matrix, vector = probe.to(dtype), probe[0].to(dtype)
+        torch.mv(matrix, vector)  # warm-up
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            torch.mv(matrix, vector)
+            times.append(time.perf_counter() - start)
+        if sorted(times)[2] < best_s:
+            best, best_s = dtype, sorted(times)[2]
+    return stored.to(best)
 
 
 def popularity_scores(

@@ -161,14 +161,24 @@ def _cooccurrence(index: RecIndex, anchors: np.ndarray, strength: np.ndarray) ->
 
 
 def _similarity(embeddings: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """``embeddings @ vectors`` in the embeddings' dtype (float16 in an index: half the bytes
-    to stream, 4x faster than float32 here), through torch, whose thread count is the
-    replica's (numpy's BLAS starts its own threads: p50 20x worse on a shared host)."""
+    """``embeddings @ vectors`` in the embeddings' dtype (float16 in an index), through torch,
+    whose thread count is the replica's (numpy's BLAS starts its own threads: p50 20x worse
+    on a shared host). For a few rows (the reasons); the whole catalog goes through
+    :func:`_similarity_all`."""
     import torch
 
     left = torch.from_numpy(embeddings)
     right = torch.from_numpy(np.ascontiguousarray(vectors, dtype=embeddings.dtype))
     return (left @ right).float().numpy()
+
+
+def _similarity_all(index: RecIndex, vector: np.ndarray) -> np.ndarray:
+    """Every product's similarity to one unit vector: the index's search matrix (in the dtype
+    this machine streams fastest) times it."""
+    import torch
+
+    matrix = index.search_matrix
+    return torch.mv(matrix, torch.from_numpy(vector).to(matrix.dtype)).float().numpy()
 
 
 def _top_k(score: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
@@ -197,7 +207,7 @@ def recommend(
         taste = (strength[:, None] * e[anchors].astype(np.float32)).sum(axis=0)  # (D,)
         taste = taste.astype(np.float32)
         taste /= max(float(np.linalg.norm(taste)), 1e-9)
-    sim = _similarity(e, taste) if taste is not None else None  # (N,)
+    sim = _similarity_all(index, taste) if taste is not None else None  # (N,)
     zero = np.zeros(len(index), dtype=np.float32)
     if query.strategy == "popularity" or (sim is None and not len(anchors)):
         parts = {"popularity": index.popularity}

@@ -35,6 +35,7 @@ class RecommenderServer:
         # one thread per replica: on a busy host more threads make each request slower
         torch.set_num_threads(max(1, int(spec.resources.cpus_per_shard)))
         index = load_index_uri(spec.options["index_uri"])
+        index.search_matrix  # noqa: B018 (picks its dtype now, with this replica's threads)
         self.recommender = Recommender(index, EmbeddingModel().encode)
         log.info("catalog %s: %d products", spec.options.get("catalog_id"), len(index))
 

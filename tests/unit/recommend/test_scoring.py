@@ -135,3 +135,21 @@ def test_hybrid_beats_popularity_and_embeddings_on_demo_data():
     assert hybrid.users >= 300
     assert hybrid.recall > 1.5 * pop.recall and hybrid.ndcg > 1.5 * pop.ndcg, metrics
     assert hybrid.recall > emb.recall and hybrid.ndcg > emb.ndcg, metrics
+
+
+def test_large_catalogs_search_in_the_fastest_dtype_and_agree_with_float32():
+    import torch
+
+    from moeplane.recommend.index import CALIBRATE_FROM, fastest_search_matrix
+
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal((CALIBRATE_FROM, 64)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    stored = e.astype(np.float16)
+    assert fastest_search_matrix(stored[:100]).dtype == torch.float16  # small: as stored
+    matrix = fastest_search_matrix(stored)
+    assert matrix.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    v = e[7]
+    got = torch.mv(matrix, torch.from_numpy(v).to(matrix.dtype)).float().numpy()
+    np.testing.assert_allclose(got, e @ v, atol=1e-2)
+    assert int(np.argmax(got)) == 7
