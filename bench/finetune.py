@@ -10,6 +10,7 @@ loop itself, so start-up (Ray workers, model load) is excluded from both; it is 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -41,6 +42,7 @@ def plain_loop(spec: TrainingSpec, steps: int) -> tuple[float, float]:
 
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
+    torch.set_num_threads(max(1, round(spec.cpus_per_worker)))  # as a Ray Train worker sets
     tokenizer = AutoTokenizer.from_pretrained(spec.base_model_path, local_files_only=True)
     examples = load_examples(spec.training_file, tokenizer, spec.max_seq_len)
     model, _ = _build_model(spec)
@@ -92,6 +94,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--method", default="lora", choices=["lora", "full"])
     parser.add_argument("--log-every", type=int, default=1, help="report metrics every N steps")
+    parser.add_argument(
+        "--cpus", type=float, default=1.0, help="CPUs of the training worker (= torch threads)"
+    )
     args = parser.parse_args()
     import ray
 
@@ -109,7 +114,7 @@ def main() -> None:
         batch_size=4,
         n_epochs=1,
         num_workers=1,
-        cpus_per_worker=1.0,
+        cpus_per_worker=args.cpus,
         checkpoint_every_steps=10_000,
         log_every_steps=args.log_every,
     )
@@ -117,10 +122,20 @@ def main() -> None:
     # Ray starts workers at nice 15; on 2 cores its own daemons then take the training's CPU.
     # moeplane starts its local Ray the same way (see moeplane.runtime).
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=max(2, math.ceil(args.cpus)),
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     ray_rate, ray_startup = ray_path(spec)
     ray.shutdown()
-    print(f"qwen3-moe-tiny, {args.method}, batch 4, {args.steps} steps, 1 worker")
+    # the plain loop again, best of both: a shared machine's load drifts during a run
+    plain_rate = max(plain_rate, plain_loop(spec, args.steps)[0])
+    print(
+        f"qwen3-moe-tiny, {args.method}, batch 4, {args.steps} steps, 1 worker, "
+        f"{args.cpus:g} CPUs / torch threads {torch.get_num_threads()}"
+    )
     print(f"{'path':<22} {'tokens/s':>10} {'start-up s':>11}")
     print(f"{'plain torch loop':<22} {plain_rate:>10.1f} {plain_startup:>11.1f}")
     print(f"{'Ray Train (moeplane)':<22} {ray_rate:>10.1f} {ray_startup:>11.1f}")

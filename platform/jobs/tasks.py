@@ -43,9 +43,11 @@ class _Runtime:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
+    """The tasks close over ``settings``: ``shared=False`` keeps Celery from adding them to apps
+    made later in the process (where they would shadow those apps' own)."""
     rt = _Runtime(settings)
 
-    @app.task(name="moeplane.jobs.schedule_tick")
+    @app.task(name="moeplane.jobs.schedule_tick", shared=False)
     def schedule_tick() -> list[str]:
         cluster = None
         if rt.settings.training_cpus is None or rt.settings.training_gpus is None:
@@ -66,6 +68,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         max_retries=10,
         retry_backoff=2,
         retry_backoff_max=30,
+        shared=False,
     )
     def submit_training(job_id: str) -> bool:
         with rt.db.session() as db:
@@ -81,7 +84,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 add_event(db, job, f"Submitted to Ray (submission id {job_id})")
         return submitted
 
-    @app.task(name="moeplane.jobs.reconcile_runs")
+    @app.task(name="moeplane.jobs.reconcile_runs", shared=False)
     def reconcile() -> list[str]:
         with rt.db.session() as db:
             to_submit = reconcile_runs(db, rt.runs)
@@ -89,7 +92,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             submit_training.delay(job_id)
         return to_submit
 
-    @app.task(name="moeplane.jobs.stop_training")
+    @app.task(name="moeplane.jobs.stop_training", shared=False)
     def stop_training(job_id: str) -> None:
         rt.runs.stop(job_id)
 

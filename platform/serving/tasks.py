@@ -22,7 +22,9 @@ def register_serving_tasks(app: Celery, settings: Settings) -> None:
         return state["db"]
 
     # Overlapping ticks are harmless (see reconcile_deployments); stale ones just expire.
-    @app.task(name="moeplane.serving.reconcile", expires=settings.reconcile_interval_s * 2)
+    @app.task(
+        name="moeplane.serving.reconcile", expires=settings.reconcile_interval_s * 2, shared=False
+    )
     def reconcile() -> dict[str, list[str]]:
         report = reconcile_deployments(db(), settings, ServeClient(settings))
         return {"applied": report.applied, "removed": report.removed, "purged": report.purged}
