@@ -27,14 +27,21 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
+        # kombu's SQLite transport (the embedded broker) polls, by default once a second once
+        # prefetch is full: ~2 tasks/s for 2 pool processes, fewer than beat sends at 1 s
+        # periods, so a backlog grew until every serving reconcile expired in the queue.
+        broker_transport_options={} if settings.redis_url else {"polling_interval": 0.1},
         beat_schedule={
+            # a tick that waited longer than two periods is stale: the next one comes anyway
             "schedule-fine-tunes": {
                 "task": "moeplane.jobs.schedule_tick",
                 "schedule": settings.schedule_interval_s,
+                "options": {"expires": settings.schedule_interval_s * 2},
             },
             "reconcile-fine-tunes": {
                 "task": "moeplane.jobs.reconcile_runs",
                 "schedule": settings.reconcile_interval_s,
+                "options": {"expires": settings.reconcile_interval_s * 2},
             },
             "reconcile-deployments": {
                 "task": "moeplane.serving.reconcile",
