@@ -68,7 +68,9 @@ def sample_next(
         sorted_probs, order = torch.sort(probs, descending=True)  # (V,), (V,)
         # keep the smallest prefix whose mass reaches top_p (the first token always stays)
         before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass ahead of each token
-        sorted_probs = sorted_probs.masked_fill(before >= sampling.top_p, 0.0)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)  # (1,)
-        return int(order[choice])
+        dropped = order[before >= sampling.top_p]
+        # draw in vocabulary order, not sorted order: near-equal probabilities swap places in
+        # a sort under the last-bit noise of a different batch (other GEMM kernels), and a
+        # draw over the sorted list would then land on another token
+        probs = probs.index_fill(0, dropped, 0.0)
     return int(torch.multinomial(probs, 1, generator=generator))
