@@ -9,15 +9,32 @@ compare-and-set), so a redelivery is harmless.
 from __future__ import annotations
 
 from celery import Celery
+from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 from moeplane.config import Settings
 
-__all__ = ["create_celery"]
+__all__ = ["EmbeddedBrokerTransport", "create_celery"]
+
+_SQLA = "sqla+"
+
+
+class EmbeddedBrokerTransport(SQLAlchemyTransport):
+    """kombu's SQLAlchemy transport (the embedded SQLite broker), polled every 0.1 s.
+
+    It polls, by default once a second once prefetch is full: ~2 tasks/s for 2 pool processes,
+    fewer than beat sends at 1 s periods, so a backlog grew until every serving reconcile
+    expired in the queue. (Its transport options all go to ``create_engine``, so the interval
+    cannot be set there.)"""
+
+    polling_interval = 0.1
 
 
 def create_celery(settings: Settings) -> Celery:
     settings.home.mkdir(parents=True, exist_ok=True)
-    app = Celery("moeplane", broker=settings.broker_url, backend=settings.result_backend)
+    broker, transport = settings.broker_url, None
+    if broker.startswith(_SQLA):
+        broker, transport = broker.removeprefix(_SQLA), EmbeddedBrokerTransport
+    app = Celery("moeplane", broker=broker, backend=settings.result_backend)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -27,10 +44,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
-        # kombu's SQLite transport (the embedded broker) polls, by default once a second once
-        # prefetch is full: ~2 tasks/s for 2 pool processes, fewer than beat sends at 1 s
-        # periods, so a backlog grew until every serving reconcile expired in the queue.
-        broker_transport_options={} if settings.redis_url else {"polling_interval": 0.1},
+        broker_transport=transport,
         beat_schedule={
             # a tick that waited longer than two periods is stale: the next one comes anyway
             "schedule-fine-tunes": {

@@ -17,11 +17,16 @@ def test_tasks_are_acked_late_one_at_a_time_and_periodic_ticks_expire(tmp_path):
 
 
 def test_the_embedded_broker_polls_fast_enough_for_one_second_periods(tmp_path):
-    embedded = create_celery(Settings(home=tmp_path, redis_url=None)).conf
-    assert embedded.broker_url.startswith("sqla+sqlite")
-    assert embedded.broker_transport_options["polling_interval"] <= 0.2
-    redis = create_celery(Settings(home=tmp_path, redis_url="redis://127.0.0.1:6379/15")).conf
-    assert "polling_interval" not in redis.broker_transport_options  # Redis blocks, no polling
+    from moeplane.jobs.celery_app import EmbeddedBrokerTransport
+
+    embedded = create_celery(Settings(home=tmp_path, redis_url=None))
+    with embedded.connection_for_write() as connection:
+        transport = connection.transport
+        assert isinstance(transport, EmbeddedBrokerTransport)
+        assert transport.polling_interval <= 0.2
+        assert connection.hostname == f"sqlite:///{tmp_path / 'broker.db'}"
+    redis = create_celery(Settings(home=tmp_path, redis_url="redis://127.0.0.1:6379/15"))
+    assert redis.conf.broker_transport is None  # Redis blocks on its queue: nothing to poll
 
 
 def test_tasks_stay_with_the_app_that_made_them(tmp_path):
