@@ -26,8 +26,10 @@ from moeplane.recommend.records import EventRecord, ProductRecord
 __all__ = [
     "CALIBRATE_FROM",
     "EVENT_WEIGHTS",
+    "SEARCH_KINDS",
     "IndexConfig",
     "RecIndex",
+    "SearchMatrix",
     "build_index",
     "cooccurrence_neighbours",
     "fastest_search_matrix",
@@ -80,43 +82,96 @@ class RecIndex:
         return {name: i for i, name in enumerate(self.category_names)}
 
     @cached_property
-    def search_matrix(self) -> Any:
-        """The embeddings as a torch tensor in the dtype this machine multiplies fastest (made
-        on first use, once per loaded index): see :func:`fastest_search_matrix`."""
+    def search_matrix(self) -> SearchMatrix:
+        """The embeddings in the representation this machine scans fastest (made on first use,
+        once per loaded index): see :func:`fastest_search_matrix`."""
         return fastest_search_matrix(self.embeddings)
 
 
 # Below this many products every request scans little: keep the stored float16, no calibration.
 CALIBRATE_FROM = 20_000
+SEARCH_KINDS = ("float16", "bfloat16", "float32", "int8")
 
 
-def fastest_search_matrix(embeddings: np.ndarray, *, sample: int = 20_000) -> Any:
-    """``embeddings`` (unit rows) as a torch tensor in float16, bfloat16 or float32, whichever
-    streams a matrix-vector product fastest on this CPU, timed on a slice with the caller's
-    torch threads. Every request multiplies the whole matrix by one vector, so this is most of
-    a large catalog's latency, and the winner depends on the hardware: e.g. 100k x 384 on one
-    core of a Xeon with AMX took 16 ms in float16, 11 ms in float32 and 4 ms in bfloat16 (whose
-    8-bit mantissa moves a cosine by < 0.004: it reorders only near-ties)."""
-    import time
-
+def _int8_available() -> bool:
+    """fbgemm's int8 GEMM (x86 with AVX2): torch's dynamically quantized linear."""
     import torch
 
-    stored = torch.from_numpy(np.ascontiguousarray(embeddings))
+    return torch.backends.quantized.engine in ("x86", "fbgemm") and hasattr(
+        torch.ops.quantized, "linear_dynamic"
+    )
+
+
+class SearchMatrix:
+    """Every product's cosine with one unit query vector: the (N, D) matrix-vector product each
+    request makes, held as ``kind``:
+    - float32 (exact), float16 (as stored; results rounded to 11 bits), bfloat16 (< 0.004
+      off: an 8-bit mantissa);
+    - int8: rows quantized with their own scale and multiplied by fbgemm's int8 GEMM (half the
+      bytes of float16, and streaming the bytes is all the time): < 0.005 off. The query is
+      quantized to 7 bits (``reduce_range``): with 8, AVX2's int16 pair sums saturate and
+      cosines moved by up to 0.04.
+    Scores of an inexact kind only choose candidates; `scoring` re-scores those exactly.
+    """
+
+    def __init__(self, embeddings: np.ndarray, kind: str = "float16"):
+        import torch
+
+        assert kind in SEARCH_KINDS, kind
+        self.kind = kind
+        self.exact = kind == "float32"
+        stored = torch.from_numpy(np.ascontiguousarray(embeddings))
+        if kind != "int8":
+            self._matrix = stored.to(getattr(torch, kind))
+            return
+        assert _int8_available(), "int8 search needs torch's fbgemm/x86 quantized engine"
+        import warnings
+
+        rows = stored.float()
+        scales = (rows.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
+        with warnings.catch_warnings():  # torch marks quantized tensors as deprecated (2.13)
+            warnings.simplefilter("ignore")
+            weight = torch.quantize_per_channel(
+                rows, scales, torch.zeros(len(rows), dtype=torch.long), 0, torch.qint8
+            )
+            self._packed = torch.ops.quantized.linear_prepack(weight, None)
+
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        """(N,) float32 cosines of every row with ``vector`` (D,)."""
+        import torch
+
+        query = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32))
+        if self.kind == "int8":
+            return torch.ops.quantized.linear_dynamic(query[None], self._packed, True)[0].numpy()
+        return torch.mv(self._matrix, query.to(self._matrix.dtype)).float().numpy()
+
+
+def fastest_search_matrix(embeddings: np.ndarray, *, repeats: int = 5) -> SearchMatrix:
+    """``embeddings`` (unit rows) as the `SearchMatrix` kind that scans fastest on this CPU,
+    timed on the whole matrix with the caller's torch threads (a slice would sit in cache and
+    time the cache). Every request scans the whole matrix, so this is most of a large
+    catalog's latency, and the winner depends on the hardware: 100k x 384 on one core took
+    float16 16 ms, float32 11 ms, bfloat16 4 ms on a Xeon with AMX; float16 9 ms, bfloat16
+    10 ms, float32 25 ms, int8 6 ms on an AMD EPYC."""
+    import time
+
     if len(embeddings) < CALIBRATE_FROM:
-        return stored
-    probe = stored[:sample]
-    best, best_s = torch.float16, float("inf")
-    for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        matrix, vector = probe.to(dtype), probe[0].to(dtype)
-        torch.mv(matrix, vector)  # warm-up
+        return SearchMatrix(embeddings)
+    kinds = [k for k in SEARCH_KINDS if k != "int8" or _int8_available()]
+    probe = np.asarray(embeddings[len(embeddings) // 2], dtype=np.float32)
+    best, best_s = None, float("inf")
+    for kind in kinds:
+        matrix = SearchMatrix(embeddings, kind)
+        matrix.scores(probe)  # warm-up
         times = []
-        for _ in range(5):
+        for _ in range(repeats):
             start = time.perf_counter()
-            torch.mv(matrix, vector)
+            matrix.scores(probe)
             times.append(time.perf_counter() - start)
-        if sorted(times)[2] < best_s:
-            best, best_s = dtype, sorted(times)[2]
-    return stored.to(best)
+        if sorted(times)[repeats // 2] < best_s:
+            best, best_s = matrix, sorted(times)[repeats // 2]
+    assert best is not None
+    return best
 
 
 def popularity_scores(

@@ -172,15 +172,6 @@ def _similarity(embeddings: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return (left @ right).float().numpy()
 
 
-def _similarity_all(index: RecIndex, vector: np.ndarray) -> np.ndarray:
-    """Every product's similarity to one unit vector: the index's search matrix (in the dtype
-    this machine streams fastest) times it."""
-    import torch
-
-    matrix = index.search_matrix
-    return torch.mv(matrix, torch.from_numpy(vector).to(matrix.dtype)).float().numpy()
-
-
 def _top_k(score: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` best kept scores, best first (fewer when fewer are kept)."""
     import torch
@@ -192,11 +183,42 @@ def _top_k(score: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
     return torch.topk(masked, n, sorted=True).indices.numpy()
 
 
+RERANK = 64  # candidates beyond k re-scored exactly after an inexact scan
+
+
+def _parts(
+    index: RecIndex, query: Query, weights: Weights, sim: np.ndarray | None, co: np.ndarray
+) -> tuple[dict[str, np.ndarray], str]:
+    """The score's components (summed for the score) and the strategy's name. ``sim`` is None
+    when there is nothing to be similar to (a cold-start user without a query)."""
+    if query.strategy == "popularity" or sim is None:
+        return {"popularity": index.popularity}, (
+            "popularity" if query.strategy == "popularity" else "popular"
+        )
+    if query.strategy == "embedding":
+        return {"semantic": sim}, "embedding"
+    parts = {
+        "semantic": weights.semantic * sim,
+        "cooccurrence": weights.cooccurrence * co,
+        "popularity": weights.popularity * index.popularity,
+    }
+    if query.query_vector is not None:
+        return parts, "search"
+    if query.history is not None and len(query.history):
+        return parts, "hybrid"
+    return parts, "similar_items"
+
+
 def recommend(
     index: RecIndex, query: Query, weights: Weights = Weights()
 ) -> tuple[list[Recommendation], str]:
     """The top ``query.k`` products and the strategy used (hybrid | similar_items | search |
-    popular, or a baseline's name)."""
+    popular, or a baseline's name).
+
+    The catalog scan (`RecIndex.search_matrix`) may be inexact (float16, bfloat16, int8:
+    cosines off by < 0.005); then its scores only pick the best ``k + RERANK`` candidates,
+    whose similarity is computed again in float32 from the stored rows, so the ranking and
+    every returned score are float32's."""
     assert query.k >= 1 and query.strategy in STRATEGIES
     anchors, strength, kinds = _anchors(query, weights)
     e = index.embeddings
@@ -207,29 +229,22 @@ def recommend(
         taste = (strength[:, None] * e[anchors].astype(np.float32)).sum(axis=0)  # (D,)
         taste = taste.astype(np.float32)
         taste /= max(float(np.linalg.norm(taste)), 1e-9)
-    sim = _similarity_all(index, taste) if taste is not None else None  # (N,)
-    zero = np.zeros(len(index), dtype=np.float32)
-    if query.strategy == "popularity" or (sim is None and not len(anchors)):
-        parts = {"popularity": index.popularity}
-        strategy = "popularity" if query.strategy == "popularity" else "popular"
-    elif query.strategy == "embedding":
-        parts = {"semantic": sim if sim is not None else zero}
-        strategy = "embedding"
-    else:
-        co = _cooccurrence(index, anchors, strength)
-        parts = {
-            "semantic": weights.semantic * (sim if sim is not None else zero),
-            "cooccurrence": weights.cooccurrence * co,
-            "popularity": weights.popularity * index.popularity,
-        }
-        if query.query_vector is not None:
-            strategy = "search"
-        elif query.history is not None and len(query.history):
-            strategy = "hybrid"
-        else:
-            strategy = "similar_items"
+    sim = index.search_matrix.scores(taste) if taste is not None else None  # (N,)
+    co = _cooccurrence(index, anchors, strength)
+    parts, strategy = _parts(index, query, weights, sim, co)
+    keep = _mask(index, query)
     score = sum(parts.values())
-    top = _top_k(score, _mask(index, query), query.k)
+    if "semantic" in parts and not index.search_matrix.exact:
+        # the scan's cosines only pick candidates; float32 ones from the stored rows rank them
+        assert taste is not None
+        pool = _top_k(score, keep, query.k + RERANK)
+        exact = _similarity(e[pool].astype(np.float32), taste[:, None])[:, 0]
+        scale = 1.0 if strategy == "embedding" else weights.semantic  # as in _parts
+        parts["semantic"][pool] = scale * exact  # a fresh array: safe to write
+        score[pool] = sum(part[pool] for part in parts.values())
+        keep = np.zeros_like(keep)
+        keep[pool] = True
+    top = _top_k(score, keep, query.k)
     reasons = _reasons(index, query, top, parts, anchors, strength, kinds)
     return [
         Recommendation(int(i), float(score[i]), reason)

@@ -137,19 +137,68 @@ def test_hybrid_beats_popularity_and_embeddings_on_demo_data():
     assert hybrid.recall > emb.recall and hybrid.ndcg > emb.ndcg, metrics
 
 
-def test_large_catalogs_search_in_the_fastest_dtype_and_agree_with_float32():
-    import torch
-
-    from moeplane.recommend.index import CALIBRATE_FROM, fastest_search_matrix
+def test_large_catalogs_search_in_the_fastest_kind_and_agree_with_float32():
+    from moeplane.recommend.index import CALIBRATE_FROM, SEARCH_KINDS, fastest_search_matrix
 
     rng = np.random.default_rng(0)
     e = rng.standard_normal((CALIBRATE_FROM, 64)).astype(np.float32)
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     stored = e.astype(np.float16)
-    assert fastest_search_matrix(stored[:100]).dtype == torch.float16  # small: as stored
+    small = fastest_search_matrix(stored[:100])
+    assert small.kind == "float16"  # small: as stored, no calibration
     matrix = fastest_search_matrix(stored)
-    assert matrix.dtype in (torch.float16, torch.bfloat16, torch.float32)
-    v = e[7]
-    got = torch.mv(matrix, torch.from_numpy(v).to(matrix.dtype)).float().numpy()
-    np.testing.assert_allclose(got, e @ v, atol=1e-2)
+    assert matrix.kind in SEARCH_KINDS
+    got = matrix.scores(e[7])
+    np.testing.assert_allclose(got, e @ e[7], atol=1e-2)
     assert int(np.argmax(got)) == 7
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "int8"])
+def test_inexact_scans_return_the_exact_ranking_and_scores(kind):
+    """float16, bfloat16 and int8 scans (cosines < 0.005 off) only pick candidates: what comes
+    back is what the exact float32 scan returns, scores included, for every kind of request."""
+    from moeplane.recommend.index import SearchMatrix, _int8_available
+
+    if kind == "int8" and not _int8_available():
+        pytest.skip("no fbgemm int8 engine on this CPU")
+    data = generate(3000, 600, seed=3)
+    rng = np.random.default_rng(3)
+    # clustered vectors, like real embeddings: many near-ties around the k-th score
+    centres = rng.standard_normal((20, 96)).astype(np.float32)
+    e = centres[rng.integers(0, 20, 3000)] + 0.6 * rng.standard_normal((3000, 96), np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    exact = build_index(data.products, data.events, embeddings=e)
+    exact.search_matrix = SearchMatrix(exact.embeddings, "float32")  # type: ignore[misc]
+    inexact = build_index(data.products, data.events, embeddings=e)
+    inexact.search_matrix = SearchMatrix(inexact.embeddings, kind)  # type: ignore[misc]
+    assert exact.search_matrix.exact and not inexact.search_matrix.exact
+    users = sorted({ev.user_id for ev in data.events})[:40]
+    queries = (
+        [
+            Query(
+                k=10,
+                history=history_of(
+                    exact,
+                    [
+                        (ev.product_id, ev.type, ev.timestamp)
+                        for ev in data.events
+                        if ev.user_id == u
+                    ],
+                ),
+            )
+            for u in users
+        ]
+        + [Query(k=20, product=p) for p in range(0, 3000, 150)]
+        + [Query(k=10, query_vector=e[p], query_text="q") for p in range(7, 3000, 300)]
+        + [Query(k=10, product=5, strategy="embedding")]
+    )
+    for query in queries:
+        want, want_strategy = recommend(exact, query)
+        got, got_strategy = recommend(inexact, query)
+        assert got_strategy == want_strategy
+        np.testing.assert_allclose(
+            [r.score for r in got], [r.score for r in want], rtol=0, atol=1e-5
+        )
+        # the same products in the same order, but for exact ties (float32's last bits)
+        for g, w in zip(got, want, strict=True):
+            assert g.position == w.position or abs(g.score - w.score) < 1e-5, query
