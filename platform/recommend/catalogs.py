@@ -216,8 +216,11 @@ def user_history(
         .where(InteractionEvent.catalog_id == catalog_id, InteractionEvent.user_id == user_id)
         .order_by(InteractionEvent.timestamp.desc())
         .limit(limit)
+        .with_only_columns(  # rows, not ORM objects: this is on every request's path
+            InteractionEvent.product_id, InteractionEvent.type, InteractionEvent.timestamp
+        )
     )
-    return [(e.product_id, e.type, e.timestamp.timestamp()) for e in db.scalars(stmt)]
+    return [(pid, kind, ts.timestamp()) for pid, kind, ts in db.execute(stmt)]
 
 
 def product_exists(db: Session, tenant_id: str, catalog_id: str, product_id: str) -> bool:

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlparse
 
 from sqlalchemy.orm import Session
@@ -25,7 +25,7 @@ from moeplane.errors import InvalidRequest, NotFound, ServiceUnavailable
 from moeplane.store.models import Deployment, ModelVersion
 from moeplane.store.scoping import scoped
 
-__all__ = ["Gateway", "Target", "resolve_target"]
+__all__ = ["Gateway", "Target", "raise_not_serving", "resolve_target", "serves"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,20 @@ class Target:
     model: str  # what the response reports: the name the client used
     version_id: str  # the version whose tokenizer encodes the prompt
     artifact_path: str
+
+
+def serves(deployment: Deployment) -> bool:
+    """Whether Serve runs a generation of it (while deploying, an older one may still serve)."""
+    return deployment.status in _SERVING and deployment.observed_generation > 0
+
+
+def raise_not_serving(d: Deployment) -> NoReturn:
+    raise ServiceUnavailable(
+        f"The deployment '{d.name}' is {d.status}"
+        + (f": {d.status_reason}" if d.status_reason else "")
+        + "; retry when it is running",
+        code="deployment_not_ready",
+    )
 
 
 def resolve_target(db: Session, tenant_id: str, model: str, kind: str = "llm") -> Target:
@@ -55,15 +69,9 @@ def resolve_target(db: Session, tenant_id: str, model: str, kind: str = "llm") -
             param="model",
             code="model_not_deployed",
         )
-    live = [d for d in candidates if d.status in _SERVING and d.observed_generation > 0]
+    live = [d for d in candidates if serves(d)]
     if not live:
-        d = candidates[0]
-        raise ServiceUnavailable(
-            f"The deployment '{d.name}' is {d.status}"
-            + (f": {d.status_reason}" if d.status_reason else "")
-            + "; retry when it is running",
-            code="deployment_not_ready",
-        )
+        raise_not_serving(candidates[0])
     d = live[0]
     version_id = d.observed_version_id or d.model_version_id
     if version_id is None:  # serves no model version (a recommender)

@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse
 from moeplane.api.deps import TenantNow, TenantScope, in_short_transaction
 from moeplane.api.schemas.recommend import RecommendationList, RecommendationRequest
 from moeplane.errors import InvalidRequest, NotFound, ServiceUnavailable
-from moeplane.recommend.catalogs import get_catalog, product_exists, user_history
-from moeplane.serving.gateway import Target, resolve_target
+from moeplane.recommend.catalogs import product_exists, user_history
+from moeplane.serving.gateway import Target, raise_not_serving, serves
 from moeplane.store.ids import new_id
-from moeplane.store.models import Deployment
+from moeplane.store.models import Catalog, Deployment
 from moeplane.store.scoping import scoped
 from moeplane.store.usage import record_usage
 
@@ -40,7 +40,18 @@ def _check(body: RecommendationRequest) -> None:
 
 
 def _prepare(session, tenant: TenantScope, body: RecommendationRequest):
-    catalog = get_catalog(session, tenant.id, body.catalog, param="catalog")
+    found = session.execute(  # the catalog and its deployment: one query
+        scoped(Catalog, tenant.id)
+        .where(Catalog.id == body.catalog)
+        .outerjoin(
+            Deployment,
+            (Deployment.id == Catalog.deployment_id) & (Deployment.tenant_id == Catalog.tenant_id),
+        )
+        .add_columns(Deployment)
+    ).first()
+    if found is None:
+        raise NotFound(f"No catalog with id '{body.catalog}'", param="catalog")
+    catalog, deployment = found
     if catalog.built_generation == 0:
         detail = f": {catalog.error['message']}" if catalog.error else ""
         raise ServiceUnavailable(
@@ -48,15 +59,12 @@ def _prepare(session, tenant: TenantScope, body: RecommendationRequest):
             "retry when it is ready",
             code="catalog_not_ready",
         )
-    deployment = None
-    if catalog.deployment_id is not None:
-        deployment = session.scalars(
-            scoped(Deployment, tenant.id).where(Deployment.id == catalog.deployment_id)
-        ).first()
     if deployment is None:
         detail = f": {catalog.error['message']}" if catalog.error else ""
         raise ServiceUnavailable(f"The catalog is not served{detail}", code="deployment_not_ready")
-    target = resolve_target(session, tenant.id, deployment.id, kind="recommender")
+    if not serves(deployment):
+        raise_not_serving(deployment)
+    target = Target(deployment.id, deployment.app_name, deployment.id, "", "")
     if body.product_id is not None and not product_exists(
         session, tenant.id, catalog.id, body.product_id
     ):
@@ -66,21 +74,22 @@ def _prepare(session, tenant: TenantScope, body: RecommendationRequest):
     return target, history
 
 
-def _handle(request: Request, target: Target) -> Any:
-    """A unary handle per Serve application (the gateway's are streaming), kept per app."""
+async def _handle(request: Request, target: Target) -> Any:
+    """The app's recommender handle for this event loop (`loop_handle`), kept per app."""
     handles = getattr(request.app.state, "recommender_handles", None)
     if handles is None:
         handles = request.app.state.recommender_handles = {}
-    return handles.get(target.app_name)
+    if target.app_name not in handles:
+        # connects to Ray and checks that Serve knows the app (blocking: in a thread)
+        await run_in_threadpool(request.app.state.gateway.handle, target.app_name)
+        from moeplane.serving.recommend import loop_handle  # imports Ray: after connecting
+
+        handles[target.app_name] = loop_handle(target.app_name)
+    return handles[target.app_name]
 
 
 async def _call(request: Request, target: Target, payload: dict[str, Any]) -> dict[str, Any]:
-    handle = _handle(request, target)
-    if handle is None:
-        stream = await run_in_threadpool(request.app.state.gateway.handle, target.app_name)
-        handle = request.app.state.recommender_handles[target.app_name] = stream.options(
-            stream=False
-        )
+    handle = await _handle(request, target)
     try:
         return await handle.recommend.remote(payload)
     except Exception as exc:  # the replica failed or went away: a clear 503
