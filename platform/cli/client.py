@@ -50,7 +50,9 @@ def _print(obj: Any) -> None:
 @files_app.command("upload")
 def upload(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file")],
-    purpose: Annotated[str, typer.Option(help="fine-tune | knowledge | ...")] = "fine-tune",
+    purpose: Annotated[
+        str, typer.Option(help="fine-tune | knowledge | catalog | events")
+    ] = "fine-tune",
 ) -> None:
     """Upload a file (JSONL for fine-tune: validated line by line) and print its id."""
     with _client() as client, path.open("rb") as handle:

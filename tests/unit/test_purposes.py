@@ -166,3 +166,15 @@ def test_line_splitter_numbers_every_line() -> None:
     assert seen == [(1, "a"), (2, ""), (3, "b")] and splitter.lines == 3
     with pytest.raises(RuntimeError):
         splitter.feed(b"x")
+
+
+def test_cli_upload_help_names_every_purpose() -> None:
+    from typer.testing import CliRunner
+
+    from moeplane.cli import app as cli
+    from moeplane.datasets import SUPPORTED_PURPOSES
+
+    result = CliRunner().invoke(cli, ["files", "upload", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for purpose in SUPPORTED_PURPOSES:
+        assert purpose in result.output
