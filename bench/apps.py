@@ -12,11 +12,12 @@ Recommendations, p50/p99 latency of one request (k = 10) at 10k and 100k product
 request (user with history, with filters, similar items, cold-start user, search), three ways in
 one run:
   (a) in-process: the recommender a Serve replica runs (index scoring, query encoding);
-  (b) Serve handle: the catalog's recommender deployment (one replica, 1 CPU) called through a
-      Serve handle, as the API calls it;
-  (c) HTTP API: ``POST /v1/recommendations`` on a real uvicorn server (auth, rpm, the catalog,
-      deployment and user-history lookups in SQLite, the Serve call, usage metering), one
-      sequential client over keep-alive.
+  (b) Serve handle: the catalog's recommender deployment (one replica, 1 CPU) called through
+      the handle the API uses (`moeplane.serving.recommend.loop_handle`: router on the
+      caller's event loop, gRPC);
+  (c) HTTP API: ``POST /v1/recommendations`` on ``moeplane api`` in its own process (auth, rpm,
+      the catalog, deployment and user-history lookups in SQLite, the Serve call, usage
+      metering), one sequential client over keep-alive.
 The catalog's rows (products, events), its deployment and its index file are made the way an
 upload and index build make them; the deployment is put on Serve directly (no reconciler).
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -307,21 +309,59 @@ def _seed_catalog(db, tenant_id: str, catalog: _Catalog, index_dir: Path):
         return row.id, deployment.id
 
 
+@contextlib.contextmanager
+def _api_process(tmp: Path, database_url: str, gcs_address: str):
+    """``moeplane api`` in its own process, as `moeplane up` runs it, joined to this Ray; yields
+    its base URL. (In this process the client would share the server's GIL.)"""
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = os.environ | {
+        "MOEPLANE_HOME": str(tmp / "home"),
+        "MOEPLANE_DATABASE_URL": database_url,
+        "MOEPLANE_STORAGE_URI": (tmp / "storage").as_uri(),
+        "MOEPLANE_RAY_ADDRESS": gcs_address,
+        "MOEPLANE_REDIS_URL": "",
+        "MOEPLANE_LOG_LEVEL": "warning",
+    }
+    cli = Path(sys.executable).parent / "moeplane"
+    server = subprocess.Popen(
+        [str(cli), "api", "--host", "127.0.0.1", "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moeplane api did not start (exit {server.poll()})")
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def bench_recommendations_served(catalog: _Catalog, requests: int) -> dict[str, dict]:
     """Serve handle and HTTP API latencies, per kind: {"handle": (p50, p99), "api": ...}."""
     import httpx
     import ray
     from ray import serve
 
-    from moeplane.api.app import create_app
-    from moeplane.config import Settings
-    from moeplane.limits import MemoryLimiter
     from moeplane.serving.deployments import serving_spec
-    from moeplane.serving.recommend import build
+    from moeplane.serving.recommend import build, loop_handle
     from moeplane.store.db import Database
     from moeplane.store.migrate import upgrade
     from moeplane.store.models import Deployment
-    from tests.conftest import LiveServer
     from tests.factories import make_tenant
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rec-"))
@@ -340,22 +380,29 @@ def bench_recommendations_served(catalog: _Catalog, requests: int) -> dict[str, 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     results: dict[str, dict] = {kind: {} for kind in KINDS}
     try:
-        handle = serve.run(build(args), name=app_name, route_prefix=None)
+        serve.run(build(args), name=app_name, route_prefix=None)
         with db.session() as session:  # what the reconciler records once Serve runs it
             deployment = session.get(Deployment, deployment_id)
             deployment.status, deployment.observed_generation = "running", deployment.generation
             deployment.current_replicas = 1
-        for kind in KINDS:
-            results[kind]["handle"] = _latencies(
-                lambda body: handle.recommend.remote(body).result(),
-                lambda i, kind=kind: catalog.payload(kind, i),
-                requests,
-            )
-        settings = Settings(home=tmp / "home", database_url=url, storage_uri=(tmp / "s").as_uri())
-        app = create_app(settings, db=db, limiter=MemoryLimiter())
+
+        async def through_handle() -> None:  # the API's handle: router on this loop, gRPC
+            fast = loop_handle(app_name)
+            for kind in KINDS:
+                for i in range(10):  # warm-up
+                    await fast.recommend.remote(catalog.payload(kind, 10_000 + i))
+                samples = []
+                for i in range(requests):
+                    body = catalog.payload(kind, i)
+                    start = time.perf_counter()
+                    await fast.recommend.remote(body)
+                    samples.append(time.perf_counter() - start)
+                results[kind]["handle"] = _percentiles(samples)
+
+        asyncio.run(through_handle())
         with (
-            LiveServer(app) as server,
-            httpx.Client(base_url=server.url, headers=tenant.headers) as client,
+            _api_process(tmp, url, ray.get_runtime_context().gcs_address) as base_url,
+            httpx.Client(base_url=base_url, headers=tenant.headers) as client,
         ):
 
             def call(body: dict) -> None:
@@ -384,6 +431,7 @@ def report_recommendations(sizes: list[tuple[int, int]], requests: int, served: 
     for n_products, n_users in sizes:
         catalog = _Catalog(n_products, n_users, k=10)
         local = bench_recommendations(catalog, requests)
+        print(f"({n_products} products: the scan picked {catalog.index.search_matrix.kind})")
         remote = bench_recommendations_served(catalog, requests) if served else {}
         for kind in KINDS:
             cells = [local[kind], *(remote[kind][w] for w in ("handle", "api") if remote)]
