@@ -10,6 +10,7 @@ as to every route.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -75,17 +76,19 @@ def _prepare(session, tenant: TenantScope, body: RecommendationRequest):
 
 
 async def _handle(request: Request, target: Target) -> Any:
-    """The app's recommender handle for this event loop (`loop_handle`), kept per app."""
+    """The app's recommender handle for this event loop (`loop_handle`), kept per app and loop
+    (its router lives on the loop that made it)."""
     handles = getattr(request.app.state, "recommender_handles", None)
     if handles is None:
         handles = request.app.state.recommender_handles = {}
-    if target.app_name not in handles:
+    key = (target.app_name, id(asyncio.get_running_loop()))
+    if key not in handles:
         # connects to Ray and checks that Serve knows the app (blocking: in a thread)
         await run_in_threadpool(request.app.state.gateway.handle, target.app_name)
         from moeplane.serving.recommend import loop_handle  # imports Ray: after connecting
 
-        handles[target.app_name] = loop_handle(target.app_name)
-    return handles[target.app_name]
+        handles[key] = loop_handle(target.app_name)
+    return handles[key]
 
 
 async def _call(request: Request, target: Target, payload: dict[str, Any]) -> dict[str, Any]:

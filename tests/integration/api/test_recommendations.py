@@ -285,6 +285,20 @@ class _Replica:
         return self.engine.handle(payload)
 
 
+class _EveryLoop(dict):
+    """The API's handle cache with ``replica`` as the handle of every (app, event loop)."""
+
+    def __init__(self, replica: _Replica):
+        super().__init__()
+        self.replica = replica
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: object) -> _Replica:
+        return self.replica
+
+
 def test_a_request_is_counted_once_served_and_handed_back_when_the_replica_fails(
     app, client, database, settings, encoder
 ):
@@ -297,18 +311,18 @@ def test_a_request_is_counted_once_served_and_handed_back_when_the_replica_fails
     with database.session() as session:  # what the reconciler records once Serve runs it
         dep = session.get(Deployment, built["deployment_id"])
         dep.status, dep.observed_generation = "running", dep.generation
-        app_name, index_uri = dep.app_name, dep.options["index_uri"]
+        index_uri = dep.options["index_uri"]
 
     def used() -> int:
         with database.session() as session:
             return month_totals(session, tenant.id).get("recommendations", 0)
 
     body = {"catalog": cat["id"], "user_id": DATA.events[0].user_id, "k": 5}
-    app.state.recommender_handles = {app_name: _Replica(Recommender(load_index_uri(index_uri)))}
+    app.state.recommender_handles = _EveryLoop(_Replica(Recommender(load_index_uri(index_uri))))
     served = client.post("/v1/recommendations", json=body, headers=tenant.headers)
     assert served.status_code == 200, served.text
     assert len(served.json()["data"]) == 5 and used() == 1
-    app.state.recommender_handles = {app_name: _Replica(None)}
+    app.state.recommender_handles = _EveryLoop(_Replica(None))
     failed = client.post("/v1/recommendations", json=body, headers=tenant.headers)
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "replica_failed"
     assert used() == 1  # the failed request's count was handed back
