@@ -48,7 +48,9 @@ def record_usage(
         "amount": amount,
         "updated_at": utcnow(),
     }
-    # Core, in the session's transaction: no ORM bulk-insert machinery for one row
+    # Core, in the session's transaction: no ORM bulk-insert machinery for one row. Flush
+    # first, as session.execute would (the tenant row may be new in this session).
+    session.flush()
     session.connection().execute(_upsert(session.bind.dialect.name), values)
 
 

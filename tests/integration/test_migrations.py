@@ -43,3 +43,15 @@ def test_usage_upsert_is_atomic_under_concurrency(database):
         list(pool.map(add, range(40)))
     with database.session() as session:
         assert month_totals(session, tenant_id) == {"prompt_tokens": 120}
+
+
+def test_usage_counts_for_a_tenant_added_in_the_same_transaction(database):
+    from moeplane.store.models import Tenant
+    from moeplane.store.usage import month_totals, record_usage
+
+    with database.session() as session:
+        session.add(Tenant(id="ten-same-session", name="fresh"))  # pending, not flushed
+        record_usage(session, "ten-same-session", "completion_tokens", 5)
+        record_usage(session, "ten-same-session", "completion_tokens", 7)
+    with database.session() as session:
+        assert month_totals(session, "ten-same-session") == {"completion_tokens": 12}
