@@ -55,7 +55,7 @@ class ResourcesPatch(Input):
 class DeploymentCreate(Input):
     name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")
     model: str = Field(min_length=1, max_length=200, description="An id from GET /v1/models")
-    version: int | None = Field(default=None, ge=1, description="Default: the latest")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Default: the latest")
     expert_shards: int = Field(default=1, ge=1, le=64, description="1 = unsharded")
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -64,7 +64,7 @@ class DeploymentCreate(Input):
 
 class DeploymentUpdate(Input):
     model: str | None = Field(default=None, min_length=1, max_length=200)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     expert_shards: int | None = Field(default=None, ge=1, le=64)
     autoscaling: AutoscalingPatch | None = None
     resources: ResourcesPatch | None = None

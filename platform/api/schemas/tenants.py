@@ -31,7 +31,10 @@ class QuotaUpdate(Input):
 
     max_concurrent_jobs: int | None = Field(default=None, ge=0, le=10_000)
     compute_budget: int | None = Field(
-        default=None, ge=0, description="Monthly fine-tuning compute, 1e9 token x active params"
+        default=None,
+        ge=0,
+        le=10**15,  # the column is a 64-bit integer
+        description="Monthly fine-tuning compute, 1e9 token x active params",
     )
     max_deployments: int | None = Field(default=None, ge=0, le=10_000)
     max_replicas: int | None = Field(default=None, ge=0, le=100_000)

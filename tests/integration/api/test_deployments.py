@@ -121,6 +121,10 @@ def test_patch_bumps_generation_only_on_change_and_repins_version(client, databa
         f"/v1/deployments/{dep['id']}", json={"expert_shards": 2}, headers=tenant.headers
     )
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "expert_shards"
+    huge = client.patch(  # past a 64-bit integer: was a 500 from SQLite
+        f"/v1/deployments/{dep['id']}", json={"version": 2**64}, headers=tenant.headers
+    )
+    assert huge.status_code == 422 and huge.json()["error"]["param"] == "version"
 
 
 def test_delete_marks_for_the_reconciler(client, database, catalog):
