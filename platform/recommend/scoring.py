@@ -187,7 +187,12 @@ RERANK = 64  # candidates beyond k re-scored exactly after an inexact scan
 
 
 def _parts(
-    index: RecIndex, query: Query, weights: Weights, sim: np.ndarray | None, co: np.ndarray
+    index: RecIndex,
+    query: Query,
+    weights: Weights,
+    sim: np.ndarray | None,
+    anchors: np.ndarray,
+    strength: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], str]:
     """The score's components (summed for the score) and the strategy's name. ``sim`` is None
     when there is nothing to be similar to (a cold-start user without a query)."""
@@ -199,7 +204,7 @@ def _parts(
         return {"semantic": sim}, "embedding"
     parts = {
         "semantic": weights.semantic * sim,
-        "cooccurrence": weights.cooccurrence * co,
+        "cooccurrence": weights.cooccurrence * _cooccurrence(index, anchors, strength),
         "popularity": weights.popularity * index.popularity,
     }
     if query.query_vector is not None:
@@ -230,8 +235,7 @@ def recommend(
         taste = taste.astype(np.float32)
         taste /= max(float(np.linalg.norm(taste)), 1e-9)
     sim = index.search_matrix.scores(taste) if taste is not None else None  # (N,)
-    co = _cooccurrence(index, anchors, strength)
-    parts, strategy = _parts(index, query, weights, sim, co)
+    parts, strategy = _parts(index, query, weights, sim, anchors, strength)
     keep = _mask(index, query)
     score = sum(parts.values())
     if "semantic" in parts and not index.search_matrix.exact:
