@@ -75,11 +75,12 @@ def experts(
     lo, hi = plan.row_range(None if expert_range is None else (start, start + num_experts))
     counts = plan.counts[start : start + num_experts]  # (G,)
     token_index = plan.token_index[lo:hi]  # (R,)
-    strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts)
+    gemm = torch_path.cpu_gemm(x.device, x.dtype, down_proj.size(1) * down_proj.size(2))
+    strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts, gemm=gemm)
     if strategy == "expert_loop":
         row_weights = weights.reshape(-1)[plan.sorted_rows[lo:hi]]  # (R,)
         out = torch_path.fused_expert_loop(
-            x, gate_up_proj, down_proj, row_weights, token_index, counts
+            x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
         )
         return out.to(out_dtype)
     assert strategy == "grouped_mm", strategy

@@ -5,17 +5,23 @@ docs/kernels.md):
 
 * ``grouped_mm`` -- ``torch._grouped_mm`` over the sorted rows: two calls for
   the whole layer, each active expert's weights read once, no Python loop.
-  Used for small and medium batches, and on GPU for bf16.
-* ``expert_loop`` -- per *active* expert: gather its rows, ``mm``, SwiGLU,
-  ``mm``, scale, ``index_add_`` into the output, all while the slice is hot
-  in cache and without any ``(rows, H)`` buffer. Used for large batches on
-  CPU, where MKL's big GEMMs beat ``_grouped_mm``'s per-group kernel and
-  the Python overhead (~10 us per expert) is noise next to GEMMs of that
-  size. Its own autograd Function runs the backward as the same loop.
+  Used on GPU for bf16, and on CPU without oneDNN for small and medium batches.
+* ``expert_loop`` -- per *active* expert: gather its rows, GEMM, SwiGLU,
+  GEMM, scale, ``index_add_`` into the output, all while the slice is hot
+  in cache and without any ``(rows, H)`` buffer. Its own autograd Function
+  runs the backward as the same loop. Used on CPU at every size when
+  oneDNN is there: its GEMMs (``torch.ops.mkldnn._linear_pointwise``, the op
+  Inductor's CPU backend uses) ran the whole layer 1.4-2.2x faster than
+  ``_grouped_mm`` or MKL's sgemm (which both use, and which on an AMD
+  AVX-512 host streamed thin GEMMs at 10-17 GB/s where ``sum`` reads 50).
+  Without oneDNN it runs large batches only, with ``F.linear``. The Python
+  overhead (~20 us per active expert) stays a few percent of the layer.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +30,7 @@ import torch.nn.functional as F
 __all__ = [
     "TorchPathTuning",
     "choose_strategy",
+    "cpu_gemm",
     "fused_expert_loop",
     "grouped_mm_swiglu",
 ]
@@ -40,9 +47,18 @@ class TorchPathTuning:
     # grouped_mm ahead at <= 32 rows (97 vs 126 ms at 32), the loop ahead from
     # 64 (86 vs 128 ms) to 256 rows (202 vs 295 ms).
     cpu_loop_min_rows_per_expert: int = 48
+    # GEMMs of the loop on CPU: "auto" (oneDNN where torch has it and the
+    # experts are big enough), "onednn" or "aten" (``F.linear``, MKL's sgemm).
+    cpu_gemm: str = "auto"
+    # "auto" uses oneDNN from this many elements per expert matrix (H * I):
+    # each oneDNN call costs ~12 us against ~2 us for ``F.linear``, which wins
+    # on small experts. Measured (E64, 8-128 tokens): H256/I128 aten 2.1 vs
+    # 3.2 ms; H512/I256 (2**17) onednn 4.9-10.0 vs 5.6-11.7 ms.
+    onednn_min_expert_elements: int = 2**17
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1
+        assert self.cpu_gemm in ("auto", "onednn", "aten"), f"bad cpu_gemm {self.cpu_gemm!r}"
 
 
 DEFAULT_TUNING = TorchPathTuning()
@@ -54,18 +70,68 @@ def choose_strategy(
     num_rows: int,
     num_experts: int,
     tuning: TorchPathTuning = DEFAULT_TUNING,
+    *,
+    gemm: str = "aten",
 ) -> str:
-    """``"grouped_mm"`` or ``"expert_loop"`` for this call (a pure function)."""
+    """``"grouped_mm"`` or ``"expert_loop"`` for this call (a pure function).
+
+    ``gemm`` is the loop's CPU GEMM (``cpu_gemm``): with oneDNN the loop wins
+    at every size measured (bench/kernels.py, docs/kernels.md).
+    """
     if not _HAS_GROUPED_MM:
         return "expert_loop"
     if device.type == "cuda":
         # CUDA grouped_mm is bf16-only (SM80+); the loop covers everything else.
         ok = dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) >= (8, 0)
         return "grouped_mm" if ok else "expert_loop"
+    if gemm == "onednn":
+        return "expert_loop"
     rows_per_expert = num_rows / max(num_experts, 1)
     if rows_per_expert >= tuning.cpu_loop_min_rows_per_expert:
         return "expert_loop"
     return "grouped_mm"
+
+
+def cpu_gemm(
+    device: torch.device,
+    dtype: torch.dtype,
+    expert_elements: int,
+    tuning: TorchPathTuning = DEFAULT_TUNING,
+) -> str:
+    """The expert loop's GEMM, ``"onednn"`` or ``"aten"``, for experts of
+    ``expert_elements`` (``H * I``) on ``device`` in ``dtype``."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
+        return "aten"
+    if tuning.cpu_gemm == "aten":
+        return "aten"
+    if tuning.cpu_gemm == "onednn":
+        assert _onednn_works(), "cpu_gemm='onednn' but this torch has no working oneDNN linear"
+        return "onednn"
+    big = expert_elements >= tuning.onednn_min_expert_elements
+    return "onednn" if big and _onednn_works() else "aten"
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` through oneDNN (no bias, no fused op)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+
+
+@functools.cache
+def _onednn_works() -> bool:
+    """Whether this torch build runs oneDNN's linear, and right (checked once)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x, w = torch.randn(3, 5), torch.randn(4, 5)
+        return bool(torch.allclose(_onednn_linear(x, w), x @ w.t(), rtol=1e-4, atol=1e-5))
+    except (AttributeError, RuntimeError):  # op missing or not built for this CPU
+        return False
+
+
+_LINEAR: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "aten": F.linear,
+    "onednn": _onednn_linear,
+}
 
 
 def grouped_mm_swiglu(
@@ -100,8 +166,10 @@ def fused_expert_loop(
     row_weights: torch.Tensor,
     token_index: torch.Tensor,
     counts: torch.Tensor,
+    *,
+    gemm: str = "aten",
 ) -> torch.Tensor:
-    """Weighted expert outputs summed per token, one ``mm`` pair per active expert.
+    """Weighted expert outputs summed per token, one GEMM pair per active expert.
 
     Args:
         hidden: ``(T, H)``.
@@ -109,6 +177,7 @@ def fused_expert_loop(
         row_weights: ``(R,)`` routing weight of each sorted row.
         token_index: ``(R,)`` token of each sorted row.
         counts: ``(G,)`` rows per expert, summing to ``R``.
+        gemm: ``"aten"`` (``F.linear``) or ``"onednn"`` (CPU; see ``cpu_gemm``).
 
     Returns:
         ``(T, H)``: sum over the rows of each token (zero for tokens with none).
@@ -116,8 +185,15 @@ def fused_expert_loop(
     assert gate_up_proj.size(0) == down_proj.size(0) == counts.numel()
     assert row_weights.shape == token_index.shape
     assert hidden.dtype == gate_up_proj.dtype == down_proj.dtype, "cast before calling"
+    linear = _LINEAR[gemm]
     return _FusedExpertLoop.apply(
-        hidden, gate_up_proj, down_proj, row_weights.to(hidden.dtype), token_index, counts.tolist()
+        hidden,
+        gate_up_proj,
+        down_proj,
+        row_weights.to(hidden.dtype),
+        token_index,
+        counts.tolist(),
+        linear,
     )
 
 
@@ -137,7 +213,7 @@ class _FusedExpertLoop(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, gate_up_proj, down_proj, row_weights, token_index, counts):  # type: ignore[override]
+    def forward(ctx, hidden, gate_up_proj, down_proj, row_weights, token_index, counts, linear):  # type: ignore[override]
         inter = down_proj.size(-1)
         out = torch.zeros_like(hidden)  # (T, H)
         needs_grad = any(ctx.needs_input_grad[:4])
@@ -151,9 +227,11 @@ class _FusedExpertLoop(torch.autograd.Function):
             tokens = token_index[start:stop]  # (c,)
             kept = None if gate_up_all is None else gate_up_all[start:stop]
             x = hidden.index_select(0, tokens)  # (c, H)
-            gate_up = torch.mm(x, gate_up_proj[expert].t(), out=kept)  # (c, 2I)
+            gate_up = linear(x, gate_up_proj[expert])  # (c, 2I)
+            if kept is not None:
+                kept.copy_(gate_up)
             act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])  # (c, I)
-            y = torch.mm(act, down_proj[expert].t())  # (c, H)
+            y = linear(act, down_proj[expert])  # (c, H)
             out.index_add_(0, tokens, y.mul_(row_weights[start:stop].unsqueeze(-1)))
             start = stop
         assert start == token_index.numel(), "counts must cover every row"
@@ -161,6 +239,7 @@ class _FusedExpertLoop(torch.autograd.Function):
             ctx.save_for_backward(hidden, gate_up_proj, down_proj, row_weights, token_index)
             ctx.gate_up_all = gate_up_all
         ctx.counts = counts
+        ctx.linear = linear
         return out
 
     @staticmethod
@@ -168,6 +247,7 @@ class _FusedExpertLoop(torch.autograd.Function):
         hidden, gate_up_proj, down_proj, row_weights, token_index = ctx.saved_tensors
         gate_up_all = ctx.gate_up_all
         inter = down_proj.size(-1)
+        linear = ctx.linear
         grad_out = grad_out.contiguous()
         need = ctx.needs_input_grad
         grad_hidden = torch.zeros_like(hidden) if need[0] else None
@@ -186,7 +266,7 @@ class _FusedExpertLoop(torch.autograd.Function):
             silu_gate = F.silu(gate)
             act = silu_gate * up  # (c, I)
             grad_token = grad_out.index_select(0, tokens)  # (c, H)
-            grad_act_unweighted = torch.mm(grad_token, down_proj[expert])  # (c, I)
+            grad_act_unweighted = linear(grad_token, down_proj[expert].t())  # (c, I)
             if grad_rw is not None:
                 grad_rw[start:stop] = (grad_act_unweighted * act).sum(-1)
             if grad_down is not None:
@@ -199,6 +279,6 @@ class _FusedExpertLoop(torch.autograd.Function):
                 x = hidden.index_select(0, tokens)  # (c, H)
                 torch.mm(grad_gate_up.t(), x, out=grad_gu[expert])  # (2I, H)
             if grad_hidden is not None:
-                grad_hidden.index_add_(0, tokens, torch.mm(grad_gate_up, gate_up_proj[expert]))
+                grad_hidden.index_add_(0, tokens, linear(grad_gate_up, gate_up_proj[expert].t()))
             start = stop
-        return grad_hidden, grad_gu, grad_down, grad_rw, None, None
+        return grad_hidden, grad_gu, grad_down, grad_rw, None, None, None

@@ -6,7 +6,9 @@ import torch
 from moeplane.kernels import experts, route, torch_path
 from tests.unit.kernels.kernels_reference import ref_experts
 
-STRATEGIES = ["auto", "grouped_mm", "expert_loop"]
+# "expert_loop" runs oneDNN's GEMMs (which "auto" picks only for big experts; the pinned CPU
+# wheel has them); "expert_loop_aten" the same loop with F.linear.
+STRATEGIES = ["auto", "grouped_mm", "expert_loop", "expert_loop_aten"]
 
 # (tokens, experts, top_k, hidden, inter): small hidden sizes for big token counts.
 SHAPES = [
@@ -32,7 +34,11 @@ def _problem(tokens, num_experts, top_k, hidden, inter, dtype, seed=0):
 
 @pytest.fixture(params=STRATEGIES)
 def strategy(request, monkeypatch):
-    if request.param != "auto":
+    if request.param.startswith("expert_loop"):
+        gemm = "aten" if request.param == "expert_loop_aten" else "onednn"
+        monkeypatch.setattr(torch_path, "cpu_gemm", lambda *a, **k: gemm)
+        monkeypatch.setattr(torch_path, "choose_strategy", lambda *a, **k: "expert_loop")
+    elif request.param != "auto":
         monkeypatch.setattr(torch_path, "choose_strategy", lambda *a, **k: request.param)
     return request.param
 
@@ -127,6 +133,27 @@ def test_zero_tokens():
 def test_cpu_strategy_by_rows_per_expert(rows, num_experts, expected):
     got = torch_path.choose_strategy(torch.device("cpu"), torch.float32, rows, num_experts)
     assert got == expected
+
+
+@pytest.mark.parametrize("rows", [1, 8, 3072])
+def test_cpu_strategy_with_onednn_is_the_loop_at_every_size(rows):
+    cpu = torch.device("cpu")
+    assert torch_path.choose_strategy(cpu, torch.float32, rows, 64, gemm="onednn") == "expert_loop"
+
+
+def test_cpu_gemm_is_onednn_for_big_experts_where_torch_has_it_unless_tuned_off():
+    cpu, big, small = torch.device("cpu"), 1024 * 384, 64 * 32
+    # The pinned CPU wheel ships oneDNN, and its linear gives the same numbers as F.linear.
+    assert torch_path.cpu_gemm(cpu, torch.float32, big) == "onednn"
+    assert torch_path.cpu_gemm(cpu, torch.bfloat16, big) == "onednn"
+    assert torch_path.cpu_gemm(cpu, torch.float16, big) == "aten"
+    assert torch_path.cpu_gemm(cpu, torch.float32, small) == "aten"  # call overhead dominates
+    aten = torch_path.TorchPathTuning(cpu_gemm="aten")
+    assert torch_path.cpu_gemm(cpu, torch.float32, big, aten) == "aten"
+    onednn = torch_path.TorchPathTuning(cpu_gemm="onednn")
+    assert torch_path.cpu_gemm(cpu, torch.float32, small, onednn) == "onednn"
+    with pytest.raises(AssertionError, match="cpu_gemm"):
+        torch_path.TorchPathTuning(cpu_gemm="blas")
 
 
 @pytest.mark.parametrize("shape", [(32, 16, 4, 32, 16), (512, 8, 2, 32, 16)], ids=str)
