@@ -2,9 +2,11 @@
 
     python bench/kernels.py                  # CPU, float32: full table (minutes on 2 cores)
     python bench/kernels.py --quick          # smoke run
-    python bench/kernels.py --device cuda    # GPU, bfloat16: adds moeplane's torch path next
-                                             # to its default (Triton), and the full
-                                             # Qwen3-30B-A3B layer (bench/gpu_check.sh)
+    python bench/kernels.py --device cuda    # GPU, bfloat16, and the full Qwen3-30B-A3B
+                                             # layer (bench/gpu_check.sh)
+
+"moeplane" is the default (CUDA: Triton; CPU: the C kernel at small batches);
+"moeplane torch" is its torch path alone.
 
 Everything is measured in this one run: memory bandwidth (sum over a buffer
 far larger than the last-level cache), GEMM peak (square GEMM: the faster of
@@ -147,13 +149,13 @@ def implementations(
         "batched_mm": None
         if gathered > BATCHED_MM_MAX_BYTES
         else lambda *a: batched_mm_experts_forward(module, *a),
-        # the default: on CUDA (inference) the Triton path, on CPU the torch path
+        # the default: on CUDA (inference) Triton; on CPU the C kernel at small batches, else torch
         "moeplane": lambda *a: transformers_integration.moeplane_experts_forward(module, *a),
     }
-    if dev.cuda:
-        impls["moeplane torch"] = lambda h, ids, w: experts(
-            h, module.gate_up_proj, module.down_proj, w, ids, backend="torch"
-        )
+    # moeplane's torch path alone (GPU: without Triton; CPU: without the C small-batch kernel)
+    impls["moeplane torch"] = lambda h, ids, w: experts(
+        h, module.gate_up_proj, module.down_proj, w, ids, backend="torch"
+    )
     return impls
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from moeplane.kernels import torch_path, triton_path
+from moeplane.kernels import cpu_native, torch_path, triton_path
 from moeplane.kernels.permute import permute, unpermute
 
 __all__ = ["experts"]
 
-_BACKENDS = ("auto", "torch", "triton")
+_BACKENDS = ("auto", "torch", "triton", "native")
 
 
 def experts(
@@ -41,8 +41,11 @@ def experts(
             here without a copy) or only the shard's slice
             (``E_w == stop - start``, local index ``id - start``). When both
             readings fit (``start == 0``) they are the same thing.
-        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (Triton needs the
-            package, and a GPU or ``TRITON_INTERPRET=1``; no autograd).
+        backend: ``"auto"``, ``"torch"``, ``"triton"`` (needs the package, and
+            a GPU or ``TRITON_INTERPRET=1``; no autograd) or ``"native"`` (the
+            C kernel for small batches on CPU, float32; no autograd). ``"auto"``
+            picks Triton on CUDA and the C kernel on CPU at small batches when
+            no gradient is needed, else the torch path.
 
     Returns:
         ``(tokens, H)`` in ``hidden``'s dtype. Differentiable w.r.t. ``hidden``,
@@ -65,8 +68,8 @@ def experts(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, gate_up_proj, down_proj, weights)
     )
-    if backend == "triton":
-        assert not needs_grad, "the Triton path is forward-only; use backend='torch' to train"
+    if backend in ("triton", "native"):
+        assert not needs_grad, f"the {backend} path is forward-only; use backend='torch' to train"
     if backend == "triton" or (backend == "auto" and _auto_triton(x, needs_grad)):
         out = triton_path.fused_experts(x, gate_up_proj, down_proj, weights, expert_ids, start)
         return out.to(out_dtype)
@@ -76,12 +79,24 @@ def experts(
     counts = plan.counts[start : start + num_experts]  # (G,)
     token_index = plan.token_index[lo:hi]  # (R,)
     gemm = torch_path.cpu_gemm(x.device, x.dtype, down_proj.size(1) * down_proj.size(2))
-    strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts, gemm=gemm)
-    if strategy == "expert_loop":
+    native = backend == "native" or (
+        backend == "auto" and _auto_native(x, needs_grad, hi - lo, num_experts)
+    )
+    strategy = (
+        "native"
+        if native
+        else torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts, gemm=gemm)
+    )
+    if strategy in ("native", "expert_loop"):
         row_weights = weights.reshape(-1)[plan.sorted_rows[lo:hi]]  # (R,)
-        out = torch_path.fused_expert_loop(
-            x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
-        )
+        if strategy == "native":
+            out = cpu_native.small_batch_experts(
+                x, gate_up_proj, down_proj, row_weights, token_index, counts
+            )
+        else:
+            out = torch_path.fused_expert_loop(
+                x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
+            )
         return out.to(out_dtype)
     assert strategy == "grouped_mm", strategy
     rows = x.index_select(0, token_index)  # (R, H)
@@ -104,6 +119,15 @@ def _shard_weights(
         return gate_up_proj, down_proj, held, start
     assert held >= stop, f"weights hold {held} experts: neither all of them nor {expert_range}"
     return gate_up_proj[start:stop], down_proj[start:stop], stop - start, start
+
+
+def _auto_native(x: torch.Tensor, needs_grad: bool, num_rows: int, num_experts: int) -> bool:
+    # cheap checks first: the first availability check builds the C library
+    return (
+        not needs_grad
+        and torch_path.use_native(x.device, x.dtype, num_rows, num_experts)
+        and cpu_native.available()
+    )
 
 
 def _auto_triton(x: torch.Tensor, needs_grad: bool) -> bool:

@@ -33,6 +33,7 @@ __all__ = [
     "cpu_gemm",
     "fused_expert_loop",
     "grouped_mm_swiglu",
+    "use_native",
 ]
 
 _HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
@@ -55,6 +56,9 @@ class TorchPathTuning:
     # on small experts. Measured (E64, 8-128 tokens): H256/I128 aten 2.1 vs
     # 3.2 ms; H512/I256 (2**17) onednn 4.9-10.0 vs 5.6-11.7 ms.
     onednn_min_expert_elements: int = 2**17
+    # Up to this many mean rows per expert, inference on CPU (float32) runs the
+    # C kernel (cpu_native), which streams each weight once for all its rows.
+    native_max_rows_per_expert: float = 16
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1
@@ -90,6 +94,19 @@ def choose_strategy(
     if rows_per_expert >= tuning.cpu_loop_min_rows_per_expert:
         return "expert_loop"
     return "grouped_mm"
+
+
+def use_native(
+    device: torch.device,
+    dtype: torch.dtype,
+    num_rows: int,
+    num_experts: int,
+    tuning: TorchPathTuning = DEFAULT_TUNING,
+) -> bool:
+    """Whether a forward-only call of this size should run the C kernel (a pure function)."""
+    if device.type != "cpu" or dtype != torch.float32:
+        return False
+    return num_rows / max(num_experts, 1) <= tuning.native_max_rows_per_expert
 
 
 def cpu_gemm(
