@@ -77,8 +77,8 @@ def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
 
 def test_use_native_by_device_dtype_and_rows_per_expert():
     cpu = torch.device("cpu")
-    assert torch_path.use_native(cpu, torch.float32, 16 * 64, 64)
-    assert not torch_path.use_native(cpu, torch.float32, 17 * 64, 64)
+    assert torch_path.use_native(cpu, torch.float32, 4 * 64, 64)
+    assert not torch_path.use_native(cpu, torch.float32, 5 * 64, 64)
     assert not torch_path.use_native(cpu, torch.bfloat16, 8, 64)
     assert not torch_path.use_native(torch.device("cuda"), torch.float32, 8, 64)
 
