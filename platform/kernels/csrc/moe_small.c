@@ -3,8 +3,9 @@
  * At decode sizes each active expert serves a handful of rows, so the layer is
  * a stream of weight reads: every weight is loaded once and multiplied with all
  * of its expert's rows (up to ROWS at a time) while it sits in a register.
- * Library GEMMs stream these 1-8-row products at 10-30 GB/s; a plain loop of
- * 16-wide FMAs reads as fast as memory allows.
+ * Gather, SwiGLU, the routing weight and the sum over top-k are fused, and there
+ * is no per-call setup: on a 2-core AMD host it ran 1.1-1.4x faster than oneDNN
+ * GEMMs at 1-4 rows per expert (docs/kernels.md).
  *
  * One call computes a list of experts into its own output buffer; the Python
  * side runs one call per thread on disjoint experts and sums the buffers.
