@@ -50,8 +50,8 @@ static inline float hsum(vec v) {
 
 /* y[m * ldy + j] = dot(w[j, :k], x[m, :k]) for j < n, m < NB: w is (n, k) row-major,
  * x is (NB, k) with row stride ldx. One weight row at a time: reading 2-8 rows side by
- * side (to reuse each x load) measured up to 1.7x slower, as the hardware prefetcher
- * then follows that many 4 KiB pages at once. */
+ * side (to reuse each x load) measured up to 1.7x slower, likely because the hardware
+ * prefetcher then has to follow that many 4 KiB pages at once. */
 #define DEFINE_DOTS(NB)                                                                  \
     static void dots_##NB(const float *w, int64_t n, int64_t k, const float *x,          \
                           int64_t ldx, float *y, int64_t ldy) {                          \
