@@ -137,10 +137,19 @@ def admin_headers(database: Database) -> dict[str, str]:
     return make_admin_key(database)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and never handed out before in this session: the OS may give back a
+    port it just gave us (CI once saw Ray refuse two of its components on one such port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class LiveServer:
