@@ -125,7 +125,7 @@ def _auto_native(x: torch.Tensor, needs_grad: bool, num_rows: int, num_experts: 
     # cheap checks first: the first availability check builds the C library
     return (
         not needs_grad
-        and torch_path.use_native(x.device, x.dtype, num_rows, num_experts)
+        and torch_path.use_native(x.device, x.dtype, num_rows, num_experts, torch.get_num_threads())
         and cpu_native.available()
     )
 

@@ -58,9 +58,12 @@ class TorchPathTuning:
     onednn_min_expert_elements: int = 2**17
     # Up to this many mean rows per expert, inference on CPU (float32) runs the
     # C kernel (cpu_native), which streams each weight once for all its rows.
-    # Measured against the oneDNN loop (H1024 I384, cold): 1.1-1.4x faster at
-    # 0.1-4 rows, 0.87x (E64) / 1.17x (E128) at 6, 0.72x at 8 (E64).
+    # Measured against the oneDNN loop (H1024 I384, cold, 2 cores): 1.2-1.6x
+    # faster at 0.1-4 rows, 0.83-0.84x at 6, 0.68x at 8.
     native_max_rows_per_expert: float = 4
+    # ... and only while torch runs on at most this many threads: the C kernel
+    # uses one core, the GEMMs all of torch's. Measured on 2 cores only.
+    native_max_threads: int = 2
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1
@@ -103,10 +106,12 @@ def use_native(
     dtype: torch.dtype,
     num_rows: int,
     num_experts: int,
+    threads: int,
     tuning: TorchPathTuning = DEFAULT_TUNING,
 ) -> bool:
-    """Whether a forward-only call of this size should run the C kernel (a pure function)."""
-    if device.type != "cpu" or dtype != torch.float32:
+    """Whether a forward-only call of this size, with torch on ``threads`` threads,
+    should run the C kernel (a pure function)."""
+    if device.type != "cpu" or dtype != torch.float32 or threads > tuning.native_max_threads:
         return False
     return num_rows / max(num_experts, 1) <= tuning.native_max_rows_per_expert
 
