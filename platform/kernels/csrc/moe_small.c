@@ -4,7 +4,7 @@
  * a stream of weight reads: every weight is loaded once and multiplied with all
  * of its expert's rows (up to ROWS at a time) while it sits in a register.
  * Gather, SwiGLU, the routing weight and the sum over top-k are fused, and there
- * is no per-call setup: on a 2-core AMD host it ran 1.1-1.4x faster than oneDNN
+ * is no per-call setup: on a 2-core AMD host it ran 1.2-1.6x faster than oneDNN
  * GEMMs at 1-4 rows per expert (docs/kernels.md).
  *
  * One call computes a list of experts into an output buffer, on one thread.
