@@ -97,13 +97,16 @@ def median_ms(
     calls: dict[str, Callable[[], object]], repeats: int, flush: torch.Tensor, dev: Device
 ) -> dict[str, float]:
     """Median ms of each call, run round-robin so that load from other users
-    of the (shared) machine hits every implementation alike."""
+    of the (shared) machine hits every implementation alike; each round starts
+    one implementation later, so none always runs right after the same other
+    (what ran just before moved a call's time by up to 16 %)."""
     for call in calls.values():
         call()  # warm-up: allocator, MKL buffers, Triton compiles
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            times[name].append(_timed(call, flush, dev))
+    names = list(calls)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(_timed(calls[name], flush, dev))
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
