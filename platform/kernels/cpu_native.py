@@ -56,18 +56,8 @@ def small_batch_experts(
     token_index: torch.Tensor,
     counts: torch.Tensor,
 ) -> torch.Tensor:
-    """Same contract as ``torch_path.fused_expert_loop``, forward only, float32 on CPU.
-
-    Args:
-        hidden: ``(T, H)``.
-        gate_up_proj: ``(G, 2I, H)``; down_proj: ``(G, H, I)``.
-        row_weights: ``(R,)`` routing weight of each sorted row.
-        token_index: ``(R,)`` token of each sorted row.
-        counts: ``(G,)`` rows per expert, summing to ``R``.
-
-    Returns:
-        ``(T, H)``: each token's weighted sum over its rows.
-    """
+    """``torch_path.fused_expert_loop``'s arguments and result (``(T, H)``, each
+    token's weighted sum over its rows), forward only, float32 on CPU."""
     lib = _library()
     assert lib is not None, "the C kernel is not available (see available())"
     assert hidden.dtype == gate_up_proj.dtype == down_proj.dtype == torch.float32
