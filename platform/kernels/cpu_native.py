@@ -10,7 +10,7 @@ still spin after the previous op), so ``torch_path.use_native`` only picks it
 where torch runs on few threads.
 
 The library is built with the system C compiler (``$CC``, else ``cc``) for this
-CPU (``-march=native``) into ``$MOEPLANE_KERNELS_CACHE`` (default
+CPU (``-march=native``) into ``$XDG_CACHE_HOME/moeplane/kernels`` (default
 ``~/.cache/moeplane/kernels``), keyed by source, compiler and CPU flags, and
 loaded with ``ctypes`` (which releases the GIL during calls). Without a
 compiler, or if the build fails, ``available()`` is False and callers use the
@@ -122,9 +122,8 @@ def _build() -> Path:
     key = hashlib.sha256(
         b"\0".join([source, " ".join(_FLAGS).encode(), version.encode(), _cpu_signature().encode()])
     ).hexdigest()[:16]
-    cache = Path(
-        os.environ.get("MOEPLANE_KERNELS_CACHE") or Path.home() / ".cache" / "moeplane" / "kernels"
-    )
+    caches = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = caches / "moeplane" / "kernels"
     target = cache / f"moe_small-{key}.so"
     if target.exists():
         return target

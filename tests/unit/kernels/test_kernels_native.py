@@ -76,16 +76,16 @@ def test_use_native_by_device_dtype_rows_per_expert_and_threads():
 
 
 def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOEPLANE_KERNELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = cpu_native._build()
-    assert first.parent == tmp_path and first.suffix == ".so"
+    assert first.parent == tmp_path / "moeplane" / "kernels" and first.suffix == ".so"
     built_at = first.stat().st_mtime_ns
     assert cpu_native._build() == first and first.stat().st_mtime_ns == built_at
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary files left
 
 
 def test_build_without_a_compiler_says_so(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOEPLANE_KERNELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "/nonexistent/cc")
     with pytest.raises(RuntimeError, match="no C compiler"):
         cpu_native._build()
