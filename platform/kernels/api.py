@@ -78,30 +78,27 @@ def experts(
     lo, hi = plan.row_range(None if expert_range is None else (start, start + num_experts))
     counts = plan.counts[start : start + num_experts]  # (G,)
     token_index = plan.token_index[lo:hi]  # (R,)
-    gemm = torch_path.cpu_gemm(x.device, x.dtype, down_proj.size(1) * down_proj.size(2))
     native = backend == "native" or (
         backend == "auto" and _auto_native(x, needs_grad, hi - lo, num_experts)
     )
-    strategy = (
-        "native"
-        if native
-        else torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts, gemm=gemm)
-    )
-    if strategy in ("native", "expert_loop"):
-        row_weights = weights.reshape(-1)[plan.sorted_rows[lo:hi]]  # (R,)
-        if strategy == "native":
-            out = cpu_native.small_batch_experts(
-                x, gate_up_proj, down_proj, row_weights, token_index, counts
-            )
-        else:
-            out = torch_path.fused_expert_loop(
-                x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
-            )
-        return out.to(out_dtype)
-    assert strategy == "grouped_mm", strategy
-    rows = x.index_select(0, token_index)  # (R, H)
-    expert_out = torch_path.grouped_mm_swiglu(rows, gate_up_proj, down_proj, counts)
-    return unpermute(expert_out, weights, plan, rows=(lo, hi)).to(out_dtype)
+    if not native:
+        gemm = torch_path.cpu_gemm(x.device, x.dtype, down_proj.size(1) * down_proj.size(2))
+        strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts, gemm=gemm)
+        if strategy == "grouped_mm":
+            rows = x.index_select(0, token_index)  # (R, H)
+            expert_out = torch_path.grouped_mm_swiglu(rows, gate_up_proj, down_proj, counts)
+            return unpermute(expert_out, weights, plan, rows=(lo, hi)).to(out_dtype)
+        assert strategy == "expert_loop", strategy
+    row_weights = weights.reshape(-1)[plan.sorted_rows[lo:hi]]  # (R,)
+    if native:
+        out = cpu_native.small_batch_experts(
+            x, gate_up_proj, down_proj, row_weights, token_index, counts
+        )
+    else:
+        out = torch_path.fused_expert_loop(
+            x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
+        )
+    return out.to(out_dtype)
 
 
 def _shard_weights(
