@@ -74,30 +74,31 @@ def experts(
         out = triton_path.fused_experts(x, gate_up_proj, down_proj, weights, expert_ids, start)
         return out.to(out_dtype)
 
+    if backend == "native" or (
+        backend == "auto" and _auto_native(x, needs_grad, expert_ids, expert_range, num_experts)
+    ):
+        out = cpu_native.small_batch_experts(
+            x, gate_up_proj, down_proj, weights, expert_ids, first_expert=start
+        )
+        return out.to(out_dtype)
+
     plan = permute(expert_ids, start + num_experts)
     lo, hi = plan.row_range(None if expert_range is None else (start, start + num_experts))
     counts = plan.counts[start : start + num_experts]  # (G,)
     token_index = plan.token_index[lo:hi]  # (R,)
-    native = backend == "native" or (
-        backend == "auto" and _auto_native(x, needs_grad, hi - lo, num_experts)
+    gemm = torch_path.cpu_gemm(x.device, x.dtype, down_proj.size(1) * down_proj.size(2))
+    strategy = torch_path.choose_strategy(
+        x.device, x.dtype, hi - lo, num_experts, gemm=gemm, sizes=tuple(down_proj.shape[1:])
     )
-    if not native:
-        gemm = torch_path.cpu_gemm(x.device, x.dtype, down_proj.size(1) * down_proj.size(2))
-        strategy = torch_path.choose_strategy(x.device, x.dtype, hi - lo, num_experts, gemm=gemm)
-        if strategy == "grouped_mm":
-            rows = x.index_select(0, token_index)  # (R, H)
-            expert_out = torch_path.grouped_mm_swiglu(rows, gate_up_proj, down_proj, counts)
-            return unpermute(expert_out, weights, plan, rows=(lo, hi)).to(out_dtype)
-        assert strategy == "expert_loop", strategy
+    if strategy == "grouped_mm":
+        rows = x.index_select(0, token_index)  # (R, H)
+        expert_out = torch_path.grouped_mm_swiglu(rows, gate_up_proj, down_proj, counts)
+        return unpermute(expert_out, weights, plan, rows=(lo, hi)).to(out_dtype)
+    assert strategy == "expert_loop", strategy
     row_weights = weights.reshape(-1)[plan.sorted_rows[lo:hi]]  # (R,)
-    if native:
-        out = cpu_native.small_batch_experts(
-            x, gate_up_proj, down_proj, row_weights, token_index, counts
-        )
-    else:
-        out = torch_path.fused_expert_loop(
-            x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
-        )
+    out = torch_path.fused_expert_loop(
+        x, gate_up_proj, down_proj, row_weights, token_index, counts, gemm=gemm
+    )
     return out.to(out_dtype)
 
 
@@ -118,13 +119,20 @@ def _shard_weights(
     return gate_up_proj[start:stop], down_proj[start:stop], stop - start, start
 
 
-def _auto_native(x: torch.Tensor, needs_grad: bool, num_rows: int, num_experts: int) -> bool:
+def _auto_native(
+    x: torch.Tensor,
+    needs_grad: bool,
+    expert_ids: torch.Tensor,
+    expert_range: tuple[int, int] | None,
+    num_experts: int,
+) -> bool:
     # cheap checks first: the first availability check builds the C library
-    return (
-        not needs_grad
-        and torch_path.use_native(x.device, x.dtype, num_rows, num_experts, torch.get_num_threads())
-        and cpu_native.available()
-    )
+    if needs_grad or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    rows = expert_ids.numel()
+    if expert_range is not None:  # only the pairs this shard owns
+        rows = int(((expert_ids >= expert_range[0]) & (expert_ids < expert_range[1])).sum())
+    return torch_path.use_native(x.device, x.dtype, rows, num_experts) and cpu_native.available()
 
 
 def _auto_triton(x: torch.Tensor, needs_grad: bool) -> bool:

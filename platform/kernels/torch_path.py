@@ -62,12 +62,9 @@ class TorchPathTuning:
     onednn_min_expert_elements: int = 2**17
     # Up to this many mean rows per expert, inference on CPU (float32) runs the
     # C kernel (cpu_native), which streams each weight once for all its rows.
-    # Measured against the oneDNN loop (H1024 I384, cold, 2 cores): 1.2-1.6x
-    # faster at 0.1-4 rows, 0.83-0.84x at 6, 0.68x at 8.
-    native_max_rows_per_expert: float = 4
-    # ... and only while torch runs on at most this many threads: the C kernel
-    # uses one core, the GEMMs all of torch's. Measured on 2 cores only.
-    native_max_threads: int = 2
+    # Measured against the oneDNN loop (H1024 I384, cold, 2 cores): see
+    # docs/kernels.md.
+    native_max_rows_per_expert: float = 16
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1
@@ -85,13 +82,15 @@ def choose_strategy(
     tuning: TorchPathTuning = DEFAULT_TUNING,
     *,
     gemm: str = "aten",
+    sizes: tuple[int, int] = (0, 0),
 ) -> str:
     """``"grouped_mm"`` or ``"expert_loop"`` for this call (a pure function).
 
     ``gemm`` is the loop's CPU GEMM (``cpu_gemm``): with oneDNN the loop wins
-    at every size measured (bench/kernels.py, docs/kernels.md).
+    at every size measured (bench/kernels.py, docs/kernels.md). ``sizes`` is
+    ``(H, I)``: ``_grouped_mm`` needs rows of a multiple of 16 bytes.
     """
-    if not _HAS_GROUPED_MM:
+    if not _HAS_GROUPED_MM or any(n * dtype.itemsize % 16 for n in sizes):
         return "expert_loop"
     if device.type == "cuda":
         # CUDA grouped_mm is bf16-only (SM80+); the loop covers everything else.
@@ -110,12 +109,10 @@ def use_native(
     dtype: torch.dtype,
     num_rows: int,
     num_experts: int,
-    threads: int,
     tuning: TorchPathTuning = DEFAULT_TUNING,
 ) -> bool:
-    """Whether a forward-only call of this size, with torch on ``threads`` threads,
-    should run the C kernel (a pure function)."""
-    if device.type != "cpu" or dtype != torch.float32 or threads > tuning.native_max_threads:
+    """Whether a forward-only call of this size should run the C kernel (a pure function)."""
+    if device.type != "cpu" or dtype != torch.float32:
         return False
     return num_rows / max(num_experts, 1) <= tuning.native_max_rows_per_expert
 

@@ -143,6 +143,21 @@ def test_cpu_strategy_with_onednn_is_the_loop_at_every_size(rows):
     assert torch_path.choose_strategy(cpu, torch.float32, rows, 64, gemm="onednn") == "expert_loop"
 
 
+def test_grouped_mm_only_for_rows_of_a_multiple_of_16_bytes():
+    cpu = torch.device("cpu")
+    assert torch_path.choose_strategy(cpu, torch.float32, 8, 64, sizes=(1024, 384)) == "grouped_mm"
+    assert torch_path.choose_strategy(cpu, torch.float32, 8, 64, sizes=(20, 5)) == "expert_loop"
+    assert torch_path.choose_strategy(cpu, torch.bfloat16, 8, 64, sizes=(36, 12)) == "expert_loop"
+
+
+def test_torch_path_takes_sizes_grouped_mm_cannot():
+    # I = 5 floats: 20-byte rows, which torch._grouped_mm refuses
+    x, gate_up, down, weights, ids = _problem(5, 4, 4, 20, 5, torch.float32)
+    with torch.no_grad():
+        got = experts(x, gate_up, down, weights, ids, backend="torch")
+    torch.testing.assert_close(got, ref_experts(x, gate_up, down, weights, ids))
+
+
 def test_cpu_gemm_is_onednn_for_big_experts_where_torch_has_it_unless_tuned_off():
     cpu, big, small = torch.device("cpu"), 1024 * 384, 64 * 32
     # The pinned CPU wheel ships oneDNN, and its linear gives the same numbers as F.linear.

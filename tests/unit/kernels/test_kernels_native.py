@@ -1,4 +1,6 @@
-"""The C small-batch kernel (cpu_native) against the loop-over-experts reference."""
+"""The C inference kernel (cpu_native) against the loop-over-experts reference."""
+
+import os
 
 import pytest
 import torch
@@ -52,27 +54,80 @@ def test_native_is_forward_only():
 def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
     calls = []
     real = cpu_native.small_batch_experts
-    monkeypatch.setattr(cpu_native, "small_batch_experts", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(
+        cpu_native, "small_batch_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     x, gate_up, down, weights, ids = _problem(8, 8, 2, 32, 16, torch.float32)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # auto picks the single-threaded kernel only where torch uses few
-    try:
-        with torch.no_grad():
-            experts(x, gate_up, down, weights, ids)
-    finally:
-        torch.set_num_threads(threads)
+    with torch.no_grad():
+        experts(x, gate_up, down, weights, ids)
+    assert calls == [1]
+    big = _problem(80, 2, 1, 32, 16, torch.float32)  # 40 rows per expert: the torch path
+    with torch.no_grad():
+        experts(*big)
     assert calls == [1]
     experts(x, gate_up.requires_grad_(), down, weights, ids).sum().backward()  # autograd: torch
     assert calls == [1] and gate_up.grad is not None
 
 
-def test_use_native_by_device_dtype_rows_per_expert_and_threads():
+def test_auto_counts_only_the_shards_rows(monkeypatch):
+    calls = []
+    real = cpu_native.small_batch_experts
+    monkeypatch.setattr(
+        cpu_native, "small_batch_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    # 40 tokens on expert 0 and 1 token on expert 1: shard (1, 2) has one row per expert
+    x, gate_up, down, weights, _ = _problem(41, 2, 1, 32, 16, torch.float32)
+    ids = torch.zeros(41, 1, dtype=torch.int64)
+    ids[-1] = 1
+    with torch.no_grad():
+        got = experts(x, gate_up, down, weights, ids, expert_range=(1, 2))
+    assert calls == [1]
+    want = ref_experts(x, gate_up, down, weights.masked_fill(ids != 1, 0.0), ids)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_native_ignores_ids_past_its_experts():
+    # expert-parallel sentinels (id >= E) add zero, as in permute
+    x, gate_up, down, weights, ids = _problem(12, 8, 2, 32, 16, torch.float32)
+    ids = ids.clone()
+    ids[::3, 0] = 8
+    got = experts(x, gate_up, down, weights, ids, backend="native")
+    want = ref_experts(x, gate_up, down, weights.masked_fill(ids == 8, 0.0), ids.clamp(max=7))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_native_gives_the_same_sums_on_any_thread_count(threads):
+    x, gate_up, down, weights, ids = _problem(48, 8, 4, 80, 40, torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = experts(x, gate_up, down, weights, ids, backend="native")
+        torch.set_num_threads(threads)
+        many = experts(x, gate_up, down, weights, ids, backend="native")
+    finally:
+        torch.set_num_threads(before)
+    # every output float is computed by one thread in a fixed order: bitwise equal
+    assert torch.equal(one, many)
+
+
+def test_native_runs_in_torchs_openmp_runtime():
+    if not torch._C.has_openmp or not os.path.exists("/proc/self/maps"):
+        pytest.skip("torch without OpenMP, or no /proc")
+    cpu_native.available()
+    with open("/proc/self/maps") as maps:
+        gomp = {line.split()[-1] for line in maps if "libgomp" in line}
+    assert len(gomp) == 1, f"two OpenMP runtimes loaded: {gomp}"
+
+
+def test_use_native_by_device_dtype_and_rows_per_expert():
     cpu = torch.device("cpu")
-    assert torch_path.use_native(cpu, torch.float32, 4 * 64, 64, 2)
-    assert not torch_path.use_native(cpu, torch.float32, 5 * 64, 64, 2)
-    assert not torch_path.use_native(cpu, torch.float32, 8, 64, 3)  # GEMMs on more cores
-    assert not torch_path.use_native(cpu, torch.bfloat16, 8, 64, 1)
-    assert not torch_path.use_native(torch.device("cuda"), torch.float32, 8, 64, 1)
+    assert torch_path.use_native(cpu, torch.float32, 16 * 64, 64)
+    assert not torch_path.use_native(cpu, torch.float32, 17 * 64, 64)
+    tight = torch_path.TorchPathTuning(native_max_rows_per_expert=1)
+    assert not torch_path.use_native(cpu, torch.float32, 2 * 64, 64, tight)
+    assert not torch_path.use_native(cpu, torch.bfloat16, 8, 64)
+    assert not torch_path.use_native(torch.device("cuda"), torch.float32, 8, 64)
 
 
 def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
