@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "moe_small.c"
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared")
 _I64 = ctypes.c_int64
+_SCRATCH_KEEP_BYTES = 256 * 2**20
+_buffers = threading.local()  # scratch per calling thread (ctypes calls run without the GIL)
 _PTR = ctypes.c_void_p
 
 
@@ -84,8 +87,8 @@ def small_batch_experts(
     weights = weights.to(torch.float32).contiguous()
     rows = tokens * top_k
     out = torch.empty_like(hidden)
-    floats = torch.empty(lib.moe_small_scratch_floats(rows, size, inter), dtype=torch.float32)
-    ints = torch.empty(lib.moe_small_scratch_ints(rows, num_experts), dtype=torch.int64)
+    floats = _scratch("floats", lib.moe_small_scratch_floats(rows, size, inter), torch.float32)
+    ints = _scratch("ints", lib.moe_small_scratch_ints(rows, num_experts), torch.int64)
     lib.moe_small_experts(
         hidden.data_ptr(),
         gate_up_proj.data_ptr(),
@@ -104,6 +107,19 @@ def small_batch_experts(
         torch.get_num_threads(),
     )
     return out
+
+
+def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A buffer of at least ``numel`` elements, kept per thread between calls: a fresh
+    multi-MB tensor costs page faults on every call (glibc returns big blocks to the OS),
+    which made 512 tokens 2x slower. Buffers past ``_SCRATCH_KEEP_BYTES`` are not kept."""
+    buf = getattr(_buffers, name, None)
+    if buf is not None and buf.numel() >= numel:
+        return buf
+    buf = torch.empty(numel, dtype=dtype)
+    if numel * buf.element_size() <= _SCRATCH_KEEP_BYTES:
+        setattr(_buffers, name, buf)
+    return buf
 
 
 @functools.cache

@@ -62,9 +62,10 @@ class TorchPathTuning:
     onednn_min_expert_elements: int = 2**17
     # Up to this many mean rows per expert, inference on CPU (float32) runs the
     # C kernel (cpu_native), which streams each weight once for all its rows.
-    # Measured against the oneDNN loop (H1024 I384, cold, 2 cores): see
-    # docs/kernels.md.
-    native_max_rows_per_expert: float = 16
+    # Its time over the oneDNN loop's (E64/E128, H1024 I384, cold, 2 cores):
+    # 0.4-0.5 at <= 4 rows, 0.56-0.6 at 16, 0.83-0.85 at 32, 1.06-1.08 at 64,
+    # 1.33-1.39 at 128-256.
+    native_max_rows_per_expert: float = 48
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1

@@ -1,5 +1,6 @@
 """The C inference kernel (cpu_native) against the loop-over-experts reference."""
 
+import concurrent.futures
 import os
 
 import pytest
@@ -61,7 +62,7 @@ def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
     with torch.no_grad():
         experts(x, gate_up, down, weights, ids)
     assert calls == [1]
-    big = _problem(80, 2, 1, 32, 16, torch.float32)  # 40 rows per expert: the torch path
+    big = _problem(200, 2, 1, 32, 16, torch.float32)  # 100 rows per expert: the torch path
     with torch.no_grad():
         experts(*big)
     assert calls == [1]
@@ -75,9 +76,9 @@ def test_auto_counts_only_the_shards_rows(monkeypatch):
     monkeypatch.setattr(
         cpu_native, "small_batch_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    # 40 tokens on expert 0 and 1 token on expert 1: shard (1, 2) has one row per expert
-    x, gate_up, down, weights, _ = _problem(41, 2, 1, 32, 16, torch.float32)
-    ids = torch.zeros(41, 1, dtype=torch.int64)
+    # 100 tokens on expert 0 and 1 token on expert 1: shard (1, 2) has one row per expert
+    x, gate_up, down, weights, _ = _problem(101, 2, 1, 32, 16, torch.float32)
+    ids = torch.zeros(101, 1, dtype=torch.int64)
     ids[-1] = 1
     with torch.no_grad():
         got = experts(x, gate_up, down, weights, ids, expert_range=(1, 2))
@@ -122,8 +123,8 @@ def test_native_runs_in_torchs_openmp_runtime():
 
 def test_use_native_by_device_dtype_and_rows_per_expert():
     cpu = torch.device("cpu")
-    assert torch_path.use_native(cpu, torch.float32, 16 * 64, 64)
-    assert not torch_path.use_native(cpu, torch.float32, 17 * 64, 64)
+    assert torch_path.use_native(cpu, torch.float32, 48 * 64, 64)
+    assert not torch_path.use_native(cpu, torch.float32, 49 * 64, 64)
     tight = torch_path.TorchPathTuning(native_max_rows_per_expert=1)
     assert not torch_path.use_native(cpu, torch.float32, 2 * 64, 64, tight)
     assert not torch_path.use_native(cpu, torch.bfloat16, 8, 64)
@@ -144,3 +145,23 @@ def test_build_without_a_compiler_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     with pytest.raises(RuntimeError, match="no C compiler"):
         cpu_native._build()
+
+
+def test_native_reuses_its_scratch_and_leaves_nothing_stale():
+    big = _problem(64, 4, 4, 48, 24, torch.float32, seed=1)
+    small = _problem(3, 4, 2, 48, 24, torch.float32, seed=2)
+    for problem in (big, small, big):  # the small call runs in the big call's buffers
+        got = experts(*problem, backend="native")
+        torch.testing.assert_close(got, ref_experts(*problem), rtol=1e-4, atol=1e-4)
+    floats = cpu_native._buffers.floats
+    experts(*small, backend="native")
+    assert cpu_native._buffers.floats is floats  # kept, not reallocated
+
+
+def test_native_calls_from_several_threads_at_once():
+    problems = [_problem(16, 8, 2, 64, 32, torch.float32, seed=s) for s in range(4)]
+    want = [ref_experts(*p) for p in problems]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: experts(*p, backend="native"), problems * 3))
+    for i, out in enumerate(got):
+        torch.testing.assert_close(out, want[i % 4], rtol=1e-4, atol=1e-4)
