@@ -84,7 +84,8 @@ static inline __attribute__((always_inline)) void dot_block(const int NB, const 
                 __builtin_prefetch(w + i * k + c + u * LANES + PREFETCH_AHEAD, 0, 2);
             }
             for (int m = 0; m < NB; m++) {
-                const vec xv = load(x + m * ldx + c + u * LANES);
+                vec xv = load(x + m * ldx + c + u * LANES);
+                if (JB > 1) __asm__("" : "+v"(xv)); /* one load for JB FMAs, not one each */
                 for (int i = 0; i < JB; i++) acc[u][i][m] += wv[i] * xv;
             }
         }
