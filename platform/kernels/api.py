@@ -75,9 +75,10 @@ def experts(
         return out.to(out_dtype)
 
     if backend == "native" or (
-        backend == "auto" and _auto_native(x, needs_grad, expert_ids, expert_range, num_experts)
+        backend == "auto"
+        and _auto_native(x, down_proj, needs_grad, expert_ids, expert_range, num_experts)
     ):
-        out = cpu_native.small_batch_experts(
+        out = cpu_native.inference_experts(
             x, gate_up_proj, down_proj, weights, expert_ids, first_expert=start
         )
         return out.to(out_dtype)
@@ -121,6 +122,7 @@ def _shard_weights(
 
 def _auto_native(
     x: torch.Tensor,
+    down_proj: torch.Tensor,
     needs_grad: bool,
     expert_ids: torch.Tensor,
     expert_range: tuple[int, int] | None,
@@ -129,10 +131,13 @@ def _auto_native(
     # cheap checks first: the first availability check builds the C library
     if needs_grad or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
+    if not cpu_native.available():
+        return False
     rows = expert_ids.numel()
     if expert_range is not None:  # only the pairs this shard owns
         rows = int(((expert_ids >= expert_range[0]) & (expert_ids < expert_range[1])).sum())
-    return torch_path.use_native(x.device, x.dtype, rows, num_experts) and cpu_native.available()
+    scratch = cpu_native.scratch_bytes(expert_ids.numel(), x.size(1), down_proj.size(-1))
+    return torch_path.use_native(x.device, x.dtype, rows, num_experts, scratch_bytes=scratch)
 
 
 def _auto_triton(x: torch.Tensor, needs_grad: bool) -> bool:

@@ -1,11 +1,11 @@
 """SwiGLU experts on CPU in C (``csrc/moe_small.c``) for inference, compiled on first use.
 
-At decode and small prefill sizes (up to ~16 rows per expert) the layer only
-has to stream each active expert's weights once. One C call sorts the routed
-pairs by expert, gathers the rows, streams every weight row once for all of
-its expert's rows, and fuses SwiGLU, the routing weight and the sum over
-top-k: no Python work per expert and no per-call GEMM setup (a oneDNN GEMM
-costs ~12 us to set up).
+One C call sorts the routed pairs by expert, gathers the rows, reads every
+active expert's weights once for all of its rows (dot products at decode
+sizes, a packed GEMM microkernel from 24 rows per expert) and fuses SwiGLU,
+the routing weight and the sum over top-k: no Python work per expert and no
+per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It was faster
+than the oneDNN expert loop at every size measured (docs/kernels.md).
 
 It runs in torch's own OpenMP pool, on ``torch.get_num_threads()`` threads:
 the library is built with ``-fopenmp`` and links ``libgomp.so.1``, which the
@@ -38,14 +38,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "small_batch_experts"]
+from moeplane.kernels import torch_path
+
+__all__ = ["available", "inference_experts", "scratch_bytes"]
 
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("csrc") / "moe_small.c"
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared")
 _I64 = ctypes.c_int64
-_SCRATCH_KEEP_BYTES = 256 * 2**20
+_SCRATCH_KEEP_BYTES = torch_path.DEFAULT_TUNING.native_max_scratch_bytes
 _buffers = threading.local()  # scratch per calling thread (ctypes calls run without the GIL)
 _PTR = ctypes.c_void_p
 
@@ -55,7 +57,15 @@ def available() -> bool:
     return _library() is not None
 
 
-def small_batch_experts(
+def scratch_bytes(rows: int, hidden: int, inter: int) -> int:
+    """Bytes of scratch a call over ``rows`` (token, k) pairs needs on torch's threads."""
+    lib = _library()
+    assert lib is not None, "the C kernel is not available (see available())"
+    floats = lib.moe_small_scratch_floats(rows, hidden, inter, torch.get_num_threads())
+    return floats * 4 + rows * 8  # and the sort's int64 per row
+
+
+def inference_experts(
     hidden: torch.Tensor,
     gate_up_proj: torch.Tensor,
     down_proj: torch.Tensor,
@@ -87,7 +97,10 @@ def small_batch_experts(
     weights = weights.to(torch.float32).contiguous()
     rows = tokens * top_k
     out = torch.empty_like(hidden)
-    floats = _scratch("floats", lib.moe_small_scratch_floats(rows, size, inter), torch.float32)
+    threads = torch.get_num_threads()
+    floats = _scratch(
+        "floats", lib.moe_small_scratch_floats(rows, size, inter, threads), torch.float32
+    )
     ints = _scratch("ints", lib.moe_small_scratch_ints(rows, num_experts), torch.int64)
     lib.moe_small_experts(
         hidden.data_ptr(),
@@ -104,7 +117,7 @@ def small_batch_experts(
         out.data_ptr(),
         floats.data_ptr(),
         ints.data_ptr(),
-        torch.get_num_threads(),
+        threads,
     )
     return out
 
@@ -130,7 +143,7 @@ def _library() -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         log.warning("moeplane: C experts kernel unavailable, using the torch path: %s", exc)
         return None
-    lib.moe_small_scratch_floats.argtypes = [_I64, _I64, _I64]
+    lib.moe_small_scratch_floats.argtypes = [_I64, _I64, _I64, _I64]
     lib.moe_small_scratch_floats.restype = _I64
     lib.moe_small_scratch_ints.argtypes = [_I64, _I64]
     lib.moe_small_scratch_ints.restype = _I64

@@ -63,9 +63,12 @@ class TorchPathTuning:
     # Up to this many mean rows per expert, inference on CPU (float32) runs the
     # C kernel (cpu_native), which streams each weight once for all its rows.
     # Its time over the oneDNN loop's (E64/E128, H1024 I384, cold, 2 cores):
-    # 0.4-0.5 at <= 4 rows, 0.56-0.6 at 16, 0.83-0.85 at 32, 1.06-1.08 at 64,
-    # 1.33-1.39 at 128-256.
-    native_max_rows_per_expert: float = 48
+    # 0.4-0.5 at <= 4 rows, 0.56-0.6 at 16, 0.79 at 32-64, 0.89-0.95 at
+    # 128-256 (the largest measured).
+    native_max_rows_per_expert: float = 256
+    # ... and while its scratch (tokens * top_k * (2H + 3I) floats) fits here;
+    # cpu_native keeps buffers up to this size per thread.
+    native_max_scratch_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1
@@ -111,9 +114,14 @@ def use_native(
     num_rows: int,
     num_experts: int,
     tuning: TorchPathTuning = DEFAULT_TUNING,
+    *,
+    scratch_bytes: int = 0,
 ) -> bool:
-    """Whether a forward-only call of this size should run the C kernel (a pure function)."""
+    """Whether a forward-only call of this size, needing ``scratch_bytes`` of C
+    scratch, should run the C kernel (a pure function)."""
     if device.type != "cpu" or dtype != torch.float32:
+        return False
+    if scratch_bytes > tuning.native_max_scratch_bytes:
         return False
     return num_rows / max(num_experts, 1) <= tuning.native_max_rows_per_expert
 

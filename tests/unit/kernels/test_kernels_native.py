@@ -12,9 +12,17 @@ from tests.unit.kernels.test_kernels_experts import SHAPES, _problem
 
 pytestmark = pytest.mark.skipif(not cpu_native.available(), reason="no C compiler here")
 
-# (tokens, experts, top_k, hidden, inter): hidden/inter off the 16-float vector width, and
-# experts with more rows than one register pass (8) takes.
-NATIVE_SHAPES = [*SHAPES, (5, 4, 2, 37, 13), (64, 4, 4, 48, 24), (300, 2, 1, 20, 40)]
+# (tokens, experts, top_k, hidden, inter): hidden/inter off the 16-float vector width, experts
+# with more rows than one register pass (8) takes, and with >= 24 rows (packed weights, in
+# blocks of 32 weight rows, some partial).
+NATIVE_SHAPES = [
+    *SHAPES,
+    (5, 4, 2, 37, 13),
+    (64, 4, 4, 48, 24),
+    (300, 2, 1, 20, 40),
+    (200, 4, 4, 64, 40),
+    (128, 8, 8, 100, 36),
+]
 
 
 @pytest.mark.parametrize("shape", NATIVE_SHAPES, ids=str)
@@ -54,15 +62,15 @@ def test_native_is_forward_only():
 
 def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
     calls = []
-    real = cpu_native.small_batch_experts
+    real = cpu_native.inference_experts
     monkeypatch.setattr(
-        cpu_native, "small_batch_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
+        cpu_native, "inference_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     x, gate_up, down, weights, ids = _problem(8, 8, 2, 32, 16, torch.float32)
     with torch.no_grad():
         experts(x, gate_up, down, weights, ids)
     assert calls == [1]
-    big = _problem(200, 2, 1, 32, 16, torch.float32)  # 100 rows per expert: the torch path
+    big = _problem(600, 2, 1, 32, 16, torch.float32)  # 300 rows per expert: the torch path
     with torch.no_grad():
         experts(*big)
     assert calls == [1]
@@ -72,13 +80,13 @@ def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
 
 def test_auto_counts_only_the_shards_rows(monkeypatch):
     calls = []
-    real = cpu_native.small_batch_experts
+    real = cpu_native.inference_experts
     monkeypatch.setattr(
-        cpu_native, "small_batch_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
+        cpu_native, "inference_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    # 100 tokens on expert 0 and 1 token on expert 1: shard (1, 2) has one row per expert
-    x, gate_up, down, weights, _ = _problem(101, 2, 1, 32, 16, torch.float32)
-    ids = torch.zeros(101, 1, dtype=torch.int64)
+    # 600 tokens on expert 0 and 1 token on expert 1: shard (1, 2) has one row per expert
+    x, gate_up, down, weights, _ = _problem(601, 2, 1, 32, 16, torch.float32)
+    ids = torch.zeros(601, 1, dtype=torch.int64)
     ids[-1] = 1
     with torch.no_grad():
         got = experts(x, gate_up, down, weights, ids, expert_range=(1, 2))
@@ -121,14 +129,26 @@ def test_native_runs_in_torchs_openmp_runtime():
     assert len(gomp) == 1, f"two OpenMP runtimes loaded: {gomp}"
 
 
-def test_use_native_by_device_dtype_and_rows_per_expert():
+def test_use_native_by_device_dtype_rows_per_expert_and_scratch():
     cpu = torch.device("cpu")
-    assert torch_path.use_native(cpu, torch.float32, 48 * 64, 64)
-    assert not torch_path.use_native(cpu, torch.float32, 49 * 64, 64)
+    assert torch_path.use_native(cpu, torch.float32, 256 * 64, 64)
+    assert not torch_path.use_native(cpu, torch.float32, 257 * 64, 64)
+    assert torch_path.use_native(cpu, torch.float32, 8, 64, scratch_bytes=256 * 2**20)
+    assert not torch_path.use_native(cpu, torch.float32, 8, 64, scratch_bytes=256 * 2**20 + 1)
     tight = torch_path.TorchPathTuning(native_max_rows_per_expert=1)
     assert not torch_path.use_native(cpu, torch.float32, 2 * 64, 64, tight)
     assert not torch_path.use_native(cpu, torch.bfloat16, 8, 64)
     assert not torch_path.use_native(torch.device("cuda"), torch.float32, 8, 64)
+
+
+def test_scratch_bytes_covers_the_buffers_a_call_takes():
+    x, gate_up, down, weights, ids = _problem(40, 4, 4, 48, 24, torch.float32, seed=3)
+    need = cpu_native.scratch_bytes(ids.numel(), 48, 24)
+    assert need >= ids.numel() * (2 * 48 + 3 * 24) * 4
+    assert cpu_native.scratch_bytes(2 * ids.numel(), 48, 24) > need
+    experts(x, gate_up, down, weights, ids, backend="native")
+    # the kept float buffer is this call's (or a larger earlier one)
+    assert cpu_native._buffers.floats.nbytes >= need - ids.numel() * 8
 
 
 def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
