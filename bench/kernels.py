@@ -5,12 +5,13 @@
     python bench/kernels.py --device cuda    # GPU, bfloat16, and the full Qwen3-30B-A3B
                                              # layer (bench/gpu_check.sh)
 
-"moeplane" is the default (CUDA: Triton; CPU: the C kernel at small batches);
+"moeplane" is the default (CUDA: Triton; CPU: the C kernel, up to 256 rows per expert);
 "moeplane torch" is its torch path alone.
 
 Everything is measured in this one run: memory bandwidth (sum over a buffer
-far larger than the last-level cache), GEMM peak (square GEMM: the faster of
-matmul and, on CPU, oneDNN), and each implementation's median time with cold
+far larger than the last-level cache; best of before, after and between
+rows), GEMM peak (square GEMM: the faster of matmul and, on CPU, oneDNN),
+and each implementation's median time with cold
 caches (a large buffer is written between repeats, so weights come from DRAM
 as they would in a real multi-layer model). roofline = max(weight bytes of the
 experts actually hit / bandwidth, FLOPs / GEMM peak); "x roof" = time /
@@ -110,11 +111,15 @@ def median_ms(
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
+def bandwidth(repeats: int, flush: torch.Tensor, dev: Device) -> float:
+    """Bytes/s a ``sum`` over 1 GiB reads: best of ``repeats``."""
+    big = torch.ones(2**30 // 4, device=dev.device)
+    return 2**30 / min(_timed(big.sum, flush, dev) for _ in range(repeats))
+
+
 def machine_limits(repeats: int, flush: torch.Tensor, dev: Device) -> tuple[float, float]:
     """(bandwidth bytes/s, GEMM FLOP/s in the benchmark's dtype): best of ``repeats``."""
-    big = torch.ones(2**30 // 4, device=dev.device)  # 1 GiB
-    bandwidth = 2**30 / min(_timed(big.sum, flush, dev) for _ in range(repeats))
-    del big
+    bytes_per_s = bandwidth(repeats, flush, dev)
     n = 8192 if dev.cuda else 2048
     a = torch.randn(n, n, device=dev.device, dtype=dev.dtype)
     b = torch.randn(n, n, device=dev.device, dtype=dev.dtype)
@@ -127,7 +132,7 @@ def machine_limits(repeats: int, flush: torch.Tensor, dev: Device) -> tuple[floa
     for gemm in gemms.values():
         gemm()
         best = min(best, *(_timed(gemm, None, dev) for _ in range(repeats)))
-    return bandwidth, 2 * n**3 / best
+    return bytes_per_s, 2 * n**3 / best
 
 
 def _timed(fn: Callable[[], object], flush: torch.Tensor | None, dev: Device) -> float:
@@ -152,7 +157,7 @@ def implementations(
         "batched_mm": None
         if gathered > BATCHED_MM_MAX_BYTES
         else lambda *a: batched_mm_experts_forward(module, *a),
-        # the default: on CUDA (inference) Triton; on CPU the C kernel at small batches, else torch
+        # the default: on CUDA (inference) Triton; on CPU the C kernel (<= 256 rows per expert)
         "moeplane": lambda *a: transformers_integration.moeplane_experts_forward(module, *a),
     }
     # moeplane's torch path alone (GPU: without Triton; CPU: without the C small-batch kernel)
@@ -166,11 +171,11 @@ def run(tokens_list: tuple[int, ...], shapes: tuple[Shape, ...], repeats: int, d
     threads = torch.get_num_threads()
     flush = torch.empty(FLUSH_BYTES // 4, device=dev.device)
     bandwidth, peak = machine_limits(repeats, flush, dev)
-    rows = _rows(tokens_list, shapes, repeats, flush, dev, bandwidth, peak)
-    # The cores are shared: measure the limits again and keep the best seen,
-    # so the roofline is the fastest this machine showed during the run.
+    rows, bandwidth_seen = _rows(tokens_list, shapes, repeats, flush, dev, bandwidth, peak)
+    # The machine is shared: measure the limits again (bandwidth also after every row)
+    # and keep the best seen, so the roofline is the fastest this machine showed in the run.
     bandwidth2, peak2 = machine_limits(repeats, flush, dev)
-    bandwidth, peak = max(bandwidth, bandwidth2), max(peak, peak2)
+    bandwidth, peak = max(bandwidth, bandwidth2, bandwidth_seen), max(peak, peak2)
     where = torch.cuda.get_device_name(dev.device) if dev.cuda else f"{threads} threads"
     names = list(rows[0]["times"])
     lines = [
@@ -239,11 +244,14 @@ def _rows(
     repeats: int,
     flush: torch.Tensor,
     dev: Device,
-    bandwidth: float,
+    bandwidth_before: float,
     peak: float,
-) -> list[dict]:
-    """Times of every implementation; prints a progress line per row."""
+) -> tuple[list[dict], float]:
+    """Times of every implementation, and the best bandwidth measured between rows
+    (a neighbour's load during the first measurement would otherwise understate the
+    roofline); prints a progress line per row."""
     rows = []
+    best_bandwidth = bandwidth_before
     gen = torch.Generator(device=dev.device).manual_seed(0)
     size = torch.finfo(dev.dtype).bits // 8
     for shape in shapes:
@@ -271,11 +279,12 @@ def _rows(
                 "flops": 2 * tokens * shape.top_k * 3 * shape.hidden * shape.inter,
                 "times": {name: measured.get(name) for name in impls},
             }
-            roof_ms = max(row["weight_bytes"] / bandwidth, row["flops"] / peak) * 1e3
+            best_bandwidth = max(best_bandwidth, bandwidth(3, flush, dev))
+            roof_ms = max(row["weight_bytes"] / best_bandwidth, row["flops"] / peak) * 1e3
             print(f"{shape.name} tokens={tokens} roof~{roof_ms:.2f} ms {measured}", flush=True)
             rows.append(row)
         del module
-    return rows
+    return rows, best_bandwidth
 
 
 def main() -> None:
