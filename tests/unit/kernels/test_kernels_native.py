@@ -13,7 +13,7 @@ from tests.unit.kernels.test_kernels_experts import SHAPES, _problem
 pytestmark = pytest.mark.skipif(not cpu_native.available(), reason="no C compiler here")
 
 # (tokens, experts, top_k, hidden, inter): hidden/inter off the 16-float vector width, experts
-# with more rows than one register pass (8) takes, and with >= 24 rows (packed weights, in
+# with more rows than one register pass (8) takes, and with >= 12 rows (packed weights, in
 # blocks of 32 weight rows, some partial).
 NATIVE_SHAPES = [
     *SHAPES,
