@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "moe_small.c"
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared")
 _I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
 _SCRATCH_KEEP_BYTES = torch_path.DEFAULT_TUNING.native_max_scratch_bytes
 _buffers = threading.local()  # scratch per calling thread (ctypes calls run without the GIL)
-_PTR = ctypes.c_void_p
 
 
 def available() -> bool:

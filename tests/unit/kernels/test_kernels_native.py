@@ -185,3 +185,12 @@ def test_native_calls_from_several_threads_at_once():
         got = list(pool.map(lambda p: experts(*p, backend="native"), problems * 3))
     for i, out in enumerate(got):
         torch.testing.assert_close(out, want[i % 4], rtol=1e-4, atol=1e-4)
+
+
+def test_native_with_no_rows_gives_zeros():
+    x, gate_up, down, weights, ids = _problem(3, 8, 2, 32, 16, torch.float32)
+    none_here = torch.zeros_like(ids)  # every pair on expert 0, outside the shard (5, 8)
+    got = experts(x, gate_up, down, weights, none_here, expert_range=(5, 8), backend="native")
+    assert torch.equal(got, torch.zeros_like(x))
+    empty = experts(x[:0], gate_up, down, weights[:0], ids[:0], backend="native")
+    assert empty.shape == (0, 32)
