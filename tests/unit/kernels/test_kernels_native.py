@@ -60,12 +60,19 @@ def test_native_is_forward_only():
         experts(x.requires_grad_(), gate_up, down, weights, ids, backend="native")
 
 
-def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
+@pytest.fixture
+def native_calls(monkeypatch):
+    """A list that gets one entry per call of the C kernel."""
     calls = []
     real = cpu_native.inference_experts
     monkeypatch.setattr(
         cpu_native, "inference_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
+    return calls
+
+
+def test_auto_runs_native_for_inference_up_to_its_limits(native_calls):
+    calls = native_calls
     x, gate_up, down, weights, ids = _problem(8, 8, 2, 32, 16, torch.float32)
     with torch.no_grad():
         experts(x, gate_up, down, weights, ids)
@@ -78,12 +85,8 @@ def test_auto_runs_native_for_small_inference_batches_only(monkeypatch):
     assert calls == [1] and gate_up.grad is not None
 
 
-def test_auto_counts_only_the_shards_rows(monkeypatch):
-    calls = []
-    real = cpu_native.inference_experts
-    monkeypatch.setattr(
-        cpu_native, "inference_experts", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+def test_auto_counts_only_the_shards_rows(native_calls):
+    calls = native_calls
     # 600 tokens on expert 0 and 1 token on expert 1: shard (1, 2) has one row per expert
     x, gate_up, down, weights, _ = _problem(601, 2, 1, 32, 16, torch.float32)
     ids = torch.zeros(601, 1, dtype=torch.int64)
