@@ -325,7 +325,7 @@ static void expert_rows(const float *w, int64_t per_expert, int64_t k, const flo
                 for (int64_t r0 = 0, p = 0; r0 < rows; r0 += MR, p++)
                     outer((int)min64(MR, rows - r0), wp, k, x + (first + r0) * ldx, ldx,
                           y + (first + r0) * ldy + b, ldy, n,
-                          p * k * 16 < NR * k ? next + p * k * 16 : NULL);
+                          p * 16 < NR ? next + p * k * 16 : NULL);
             }
             continue;
         }
@@ -342,7 +342,7 @@ static void expert_rows(const float *w, int64_t per_expert, int64_t k, const flo
  *
  * hidden (T, H); gate_up (n_experts, 2I, H) and down (n_experts, H, I), contiguous, for
  * those experts; expert_ids (T, K) global ids; weights (T, K); out (T, H), fully written.
- * Scratch: moe_small_scratch_floats(T * K, H, I) floats, moe_small_scratch_ints(T * K,
+ * Scratch: moe_small_scratch_floats(T * K, H, I, threads) floats, moe_small_scratch_ints(T * K,
  * n_experts) int64s. Runs on `threads` threads of the calling thread's OpenMP pool.
  */
 void moe_small_experts(const float *hidden, const float *gate_up, const float *down,
