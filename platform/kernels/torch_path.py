@@ -139,10 +139,10 @@ def cpu_gemm(
     if tuning.cpu_gemm == "aten":
         return "aten"
     if tuning.cpu_gemm == "onednn":
-        assert _onednn_works(), "cpu_gemm='onednn' but this torch has no working oneDNN linear"
+        assert _onednn_works(dtype), f"cpu_gemm='onednn' but oneDNN's linear fails here in {dtype}"
         return "onednn"
     big = expert_elements >= tuning.onednn_min_expert_elements
-    return "onednn" if big and _onednn_works() else "aten"
+    return "onednn" if big and _onednn_works(dtype) else "aten"
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -151,15 +151,20 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _onednn_works() -> bool:
-    """Whether this torch build runs oneDNN's linear, and right (checked once)."""
+def _onednn_works(dtype: torch.dtype) -> bool:
+    """Whether this torch build runs oneDNN's linear in ``dtype`` on this CPU, and
+    right (checked once per dtype). bfloat16 fails on CPUs without AVX-512 (e.g.
+    AMD Zen 3: "could not create a primitive descriptor")."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
         # fixed values: drawing random ones would move the caller's seeded RNG stream
         x = torch.arange(15, dtype=torch.float32).reshape(3, 5) / 7
         w = torch.arange(20, dtype=torch.float32).reshape(4, 5) / 11
-        return bool(torch.allclose(_onednn_linear(x, w), x @ w.t(), rtol=1e-4, atol=1e-5))
+        x, w = x.to(dtype), w.to(dtype)
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        got = _onednn_linear(x, w).float()
+        return bool(torch.allclose(got, x.float() @ w.float().t(), rtol=tol, atol=tol))
     except (AttributeError, RuntimeError):  # op missing or not built for this CPU
         return False
 
