@@ -34,13 +34,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from moeplane.kernels import torch_path
 
-__all__ = ["available", "inference_experts", "scratch_bytes"]
+__all__ = ["available", "inference_experts", "scratch_bytes", "variant"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,27 @@ def inference_experts(
     """
     lib = _library()
     assert lib is not None, "the C kernel is not available (see available())"
+    return _run(lib, hidden, gate_up_proj, down_proj, weights, expert_ids, first_expert)
+
+
+def variant(*defines: str) -> Callable[..., torch.Tensor]:
+    """``inference_experts`` of the C file built with extra ``-D`` defines, e.g.
+    ``variant("-DLANES=16")``: the tests run the vector widths and paths that this
+    CPU's own build does not pick (16 lanes build on AVX2 too, as pairs of registers)."""
+    lib = _load(tuple(defines))
+    assert lib is not None, f"the C kernel does not build with {defines}"
+    return functools.partial(_run, lib)
+
+
+def _run(
+    lib: ctypes.CDLL,
+    hidden: torch.Tensor,
+    gate_up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+    weights: torch.Tensor,
+    expert_ids: torch.Tensor,
+    first_expert: int = 0,
+) -> torch.Tensor:
     assert hidden.dtype == gate_up_proj.dtype == down_proj.dtype == torch.float32
     assert not (hidden.requires_grad and torch.is_grad_enabled()), "forward only"
     tokens, size = hidden.shape
@@ -135,10 +157,14 @@ def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
     return buf
 
 
-@functools.cache
 def _library() -> ctypes.CDLL | None:
+    return _load(())
+
+
+@functools.cache
+def _load(defines: tuple[str, ...]) -> ctypes.CDLL | None:
     try:
-        path = _build()
+        path = _build(defines)
         lib = ctypes.CDLL(str(path))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         log.warning("moeplane: C experts kernel unavailable, using the torch path: %s", exc)
@@ -152,7 +178,7 @@ def _library() -> ctypes.CDLL | None:
     return lib
 
 
-def _build() -> Path:
+def _build(defines: tuple[str, ...] = ()) -> Path:
     """The compiled library for this source, compiler and CPU, building it if needed.
 
     With OpenMP where torch uses it: the library then links ``libgomp.so.1``,
@@ -164,10 +190,10 @@ def _build() -> Path:
         raise RuntimeError("no C compiler (set CC, or install gcc)")
     if torch._C.has_openmp:
         try:
-            return _build_with(compiler, (*_FLAGS, "-fopenmp"))
+            return _build_with(compiler, (*_FLAGS, *defines, "-fopenmp"))
         except RuntimeError as exc:
             log.warning("moeplane: C experts kernel built without OpenMP (one thread): %s", exc)
-    return _build_with(compiler, _FLAGS)
+    return _build_with(compiler, (*_FLAGS, *defines))
 
 
 def _build_with(compiler: str, flags: tuple[str, ...]) -> Path:

@@ -5,8 +5,13 @@
  * expert. Each expert's weights are read from memory once:
  * - few rows per expert (decode): dot products; each weight row is loaded once and
  *   multiplied with all of its expert's rows (ROWS at a time) while it sits in L1;
- * - from PACKED_MIN_ROWS rows: blocks of NR weight rows are transposed once into a packed
- *   buffer and multiplied as outer products (a GEMM microkernel), MR rows at a time.
+ * - XT_MIN_ROWS .. XT_MAX_ROWS rows (AVX2 builds: 9 - 96): the expert's token rows are
+ *   transposed into tiles and each weight element, read straight from memory, is broadcast
+ *   against a tile (a GEMM microkernel with no packing of the weights);
+ * - otherwise from PACKED_MIN_ROWS rows: blocks of NR weight rows are transposed once into a
+ *   packed buffer and multiplied as outer products (a GEMM microkernel), MR rows at a time.
+ * Vector width: LANES floats (16 with AVX-512, else 8); accumulators use explicit FMAs, so a
+ * float's value does not depend on which code path or thread computed it.
  *
  * Threads: compiled with OpenMP, the work runs in torch's own OpenMP pool (the library
  * links the libgomp torch already loaded), so it takes the threads torch uses and no
@@ -28,15 +33,34 @@
  * (E64 H1024 I384, 2 cores): 10-30 % faster at 8-128 tokens; nearer (2-4 KiB) or into
  * L1 was slower. */
 #define PREFETCH_AHEAD 8192
+#ifndef LANES /* floats per vector: one register (the tests also build 16 on AVX2) */
 #ifdef __AVX512F__
-#define LANES 16 /* floats per vector: one register */
+#define LANES 16
 #else
 #define LANES 8
+#endif
 #endif
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
 typedef float half __attribute__((vector_size(LANES / 2 * sizeof(float))));
 typedef float quad __attribute__((vector_size(4 * sizeof(float))));
+
+/* a * b + c rounded once, explicitly: GCC's -ffp-contract=fast left some instances of one
+ * loop unfused (the copy with a prefetch), so the same output float differed by thread
+ * count. */
+#if defined(__AVX512F__) && LANES == 16
+#include <immintrin.h>
+static inline vec fmadd(vec a, vec b, vec c) {
+    return (vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+}
+#elif defined(__FMA__) && LANES == 8
+#include <immintrin.h>
+static inline vec fmadd(vec a, vec b, vec c) {
+    return (vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+}
+#else
+static inline vec fmadd(vec a, vec b, vec c) { return a * b + c; }
+#endif
 
 static inline vec load(const float *p) {
     vec v;
@@ -86,22 +110,22 @@ static inline __attribute__((always_inline)) void dot_block(const int NB, const 
             }
             for (int m = 0; m < NB; m++) {
                 vec xv = load(x + m * ldx + c + u * LANES);
-#if defined(__x86_64__) && defined(__AVX__)
+#if defined(__x86_64__) && defined(__AVX__) && (LANES == 8 || defined(__AVX512F__))
                 if (JB > 1) __asm__("" : "+v"(xv)); /* one load for JB FMAs, not one each */
 #endif
-                for (int i = 0; i < JB; i++) acc[u][i][m] += wv[i] * xv;
+                for (int i = 0; i < JB; i++) acc[u][i][m] = fmadd(wv[i], xv, acc[u][i][m]);
             }
         }
     for (int64_t c = ku; c < kv; c += LANES)
         for (int m = 0; m < NB; m++) {
             const vec xv = load(x + m * ldx + c);
-            for (int i = 0; i < JB; i++) acc[0][i][m] += load(w + i * k + c) * xv;
+            for (int i = 0; i < JB; i++) acc[0][i][m] = fmadd(load(w + i * k + c), xv, acc[0][i][m]);
         }
     for (int i = 0; i < JB; i++)
         for (int m = 0; m < NB; m++) {
             for (int u = 1; u < U; u++) acc[0][i][m] += acc[u][i][m];
             float s = hsum(acc[0][i][m]);
-            for (int64_t c = kv; c < k; c++) s += w[i * k + c] * x[m * ldx + c];
+            for (int64_t c = kv; c < k; c++) s = __builtin_fmaf(w[i * k + c], x[m * ldx + c], s);
             y[m * ldy + i] = s;
         }
 }
@@ -117,6 +141,9 @@ static inline __attribute__((always_inline)) void dot_block(const int NB, const 
         for (; j < n; j++) dot_block(NB, 1, U, w + j * k, k, x, ldx, y + j, ldy);         \
     }
 
+/* (NB, JB, U) per row count: U * JB * NB accumulators plus JB weight vectors and one x
+ * vector must fit the register file (32 vectors with AVX-512, 16 with AVX2). */
+#if LANES == 16
 DEFINE_DOTS(1, 1, 4)
 DEFINE_DOTS(2, 1, 4)
 DEFINE_DOTS(3, 1, 4)
@@ -125,6 +152,16 @@ DEFINE_DOTS(5, 2, 1)
 DEFINE_DOTS(6, 2, 1)
 DEFINE_DOTS(7, 2, 1)
 DEFINE_DOTS(8, 2, 1)
+#else
+DEFINE_DOTS(1, 1, 4)
+DEFINE_DOTS(2, 1, 4)
+DEFINE_DOTS(3, 1, 4)
+DEFINE_DOTS(4, 1, 3)
+DEFINE_DOTS(5, 2, 1)
+DEFINE_DOTS(6, 2, 1)
+DEFINE_DOTS(7, 1, 1)
+DEFINE_DOTS(8, 1, 1)
+#endif
 
 static void dots(int nb, const float *w, int64_t n, int64_t k, const float *x, int64_t ldx,
                  float *y, int64_t ldy) {
@@ -172,13 +209,31 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * MR broadcasts of x and 2 MR FMAs. Measured on a Zen 4 core, weights in L2, packing included:
  * 78 / 91 / 99 / 103 GFLOP/s at 16 / 32 / 64 / 128 rows (dot products: 80-87). */
 #define NR (2 * LANES) /* weight rows per packed block */
-#define MR 8           /* token rows per pass over a packed block */
+/* token rows per pass over a packed block: MR x 2 accumulators, 2 weight vectors and a
+ * broadcast fit the register file */
+#ifndef MR
+#if LANES == 16
+#define MR 8
+#else
+#define MR 6
+#endif
+#endif
 /* Packing costs a transpose per block; with the next block prefetched during the passes the
  * packed path beat dot products from 16 rows per expert (1.1x) and tied at 8. */
 #define PACKED_MIN_ROWS 12
 
+/* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
+#define SWAP_BLOCKS(D, LO, HI)                                                          \
+    for (int i = 0; i < LANES; i++)                                                     \
+        if (!(i & D)) {                                                                 \
+            const vec a = r[i], b = r[i + D];                                           \
+            r[i] = __builtin_shufflevector(a, b, LO);                                   \
+            r[i + D] = __builtin_shufflevector(a, b, HI);                               \
+        }
 #if LANES == 16
-/* 16 x 16 transpose by swapping off-diagonal blocks of 8, 4, 2 and 1 in turn. */
+#define TRANSPOSE                                                                       \
+    SWAP_BLOCKS(8, LO8, HI8) SWAP_BLOCKS(4, LO4, HI4) SWAP_BLOCKS(2, LO2, HI2)          \
+    SWAP_BLOCKS(1, LO1, HI1)
 #define LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
 #define HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
 #define LO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
@@ -187,37 +242,37 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #define HI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
 #define LO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
 #define HI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
-#define SWAP_BLOCKS(D, LO, HI)                                                          \
-    for (int i = 0; i < 16; i++)                                                        \
-        if (!(i & D)) {                                                                 \
-            const vec a = r[i], b = r[i + D];                                           \
-            r[i] = __builtin_shufflevector(a, b, LO);                                   \
-            r[i + D] = __builtin_shufflevector(a, b, HI);                               \
-        }
+#else
+#define TRANSPOSE SWAP_BLOCKS(4, LO4, HI4) SWAP_BLOCKS(2, LO2, HI2) SWAP_BLOCKS(1, LO1, HI1)
+#define LO4 0, 1, 2, 3, 8, 9, 10, 11
+#define HI4 4, 5, 6, 7, 12, 13, 14, 15
+#define LO2 0, 1, 8, 9, 4, 5, 12, 13
+#define HI2 2, 3, 10, 11, 6, 7, 14, 15
+#define LO1 0, 8, 2, 10, 4, 12, 6, 14
+#define HI1 1, 9, 3, 11, 5, 13, 7, 15
 #endif
 
 static inline void store(float *p, vec v) { memcpy(p, &v, sizeof v); }
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* wp[c * NR + i] = w[i * k + c] for i < n (<= NR) and c < k; rows n .. NR - 1 are zero. */
-static void pack(const float *w, int64_t n, int64_t k, float *wp) {
+/* out[c * width + i] = w[i * ld + c] for i < n (<= width) and c < k; rows n .. width - 1 are
+ * zero. width is LANES or 2 * LANES. */
+static void pack(const float *w, int64_t ld, int64_t n, int64_t k, float *out, int width) {
     int64_t done = 0;
-#if LANES == 16 && (defined(__clang__) || __GNUC__ >= 12)
-    if (n == NR) {
-        done = k - k % 16;
-        for (int h = 0; h < 2; h++)
-            for (int64_t c = 0; c < done; c += 16) {
-                vec r[16];
-                for (int i = 0; i < 16; i++) r[i] = load(w + (h * 16 + i) * k + c);
-                SWAP_BLOCKS(8, LO8, HI8)
-                SWAP_BLOCKS(4, LO4, HI4)
-                SWAP_BLOCKS(2, LO2, HI2)
-                SWAP_BLOCKS(1, LO1, HI1)
-                for (int i = 0; i < 16; i++) store(wp + (c + i) * NR + h * 16, r[i]);
-            }
-    }
+#if defined(__clang__) || __GNUC__ >= 12
+    done = k - k % LANES;
+    for (int h = 0; h < width / LANES; h++)
+        for (int64_t c = 0; c < done; c += LANES) {
+            vec r[LANES];
+            for (int i = 0; i < LANES; i++)
+                r[i] = h * LANES + i < n ? load(w + (h * LANES + i) * ld + c) : (vec){0};
+            TRANSPOSE
+            for (int i = 0; i < LANES; i++) store(out + (c + i) * width + h * LANES, r[i]);
+        }
 #endif
     for (int64_t c = done; c < k; c++)
-        for (int64_t i = 0; i < NR; i++) wp[c * NR + i] = i < n ? w[i * k + c] : 0.0f;
+        for (int64_t i = 0; i < width; i++) out[c * width + i] = i < n ? w[i * ld + c] : 0.0f;
 }
 
 /* y[m * ldy + i] = sum_c x[m * ldx + c] * wp[c * NR + i] for m < M, i < n (<= NR). */
@@ -232,9 +287,9 @@ static inline __attribute__((always_inline)) void outer_block(const int M, const
         if (ahead) __builtin_prefetch(ahead + c * 16, 0, 2); /* one 64-byte line per step */
         const vec w0 = load(wp + c * NR), w1 = load(wp + c * NR + LANES);
         for (int m = 0; m < M; m++) {
-            const vec xb = (vec){0} + x[m * ldx + c]; /* broadcast */
-            acc[m][0] += xb * w0;
-            acc[m][1] += xb * w1;
+            const vec xb = x[m * ldx + c] - (vec){0}; /* broadcast: x - 0 folds to x, x + 0 does not */
+            acc[m][0] = fmadd(xb, w0, acc[m][0]);
+            acc[m][1] = fmadd(xb, w1, acc[m][1]);
         }
     }
     for (int m = 0; m < M; m++) {
@@ -258,11 +313,120 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
     case 3: outer_block(3, wp, k, x, ldx, y, ldy, n, ahead); break;
     case 4: outer_block(4, wp, k, x, ldx, y, ldy, n, ahead); break;
     case 5: outer_block(5, wp, k, x, ldx, y, ldy, n, ahead); break;
+#if MR > 6
     case 6: outer_block(6, wp, k, x, ldx, y, ldy, n, ahead); break;
     case 7: outer_block(7, wp, k, x, ldx, y, ldy, n, ahead); break;
-    default: outer_block(8, wp, k, x, ldx, y, ldy, n, ahead); break;
+#endif
+    default: outer_block(MR, wp, k, x, ldx, y, ldy, n, ahead); break;
     }
 }
+
+/* Token rows packed instead of weights (XT_MIN_ROWS .. XT_MAX_ROWS rows per expert): tiles of
+ * one or two vectors of tokens, xt[c * NV * LANES + r], packed once per expert (small), times
+ * weight rows read straight from memory: each pass of WR weight rows broadcasts w[i, c] against
+ * the tile (WR x NV accumulators). No transpose of the weights, which come from DRAM once.
+ * Measured on AVX2 (Zen 3) only, so AVX-512 keeps the packed-weights path unless built with
+ * -DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96 (the tests check that build too). */
+#ifndef XT_MIN_ROWS
+#if LANES == 8
+#define XT_MIN_ROWS 9 /* at 8 rows and fewer dot products were faster */
+#else
+#define XT_MIN_ROWS 1 /* with XT_MAX_ROWS 0: off */
+#endif
+#endif
+#ifndef XT_MAX_ROWS
+#if LANES == 8
+#define XT_MAX_ROWS 96 /* at 128 rows and more the packed weights were as fast or faster */
+#else
+#define XT_MAX_ROWS 0
+#endif
+#endif
+/* weight rows per pass: WR lines at the same offset of rows 4 KiB apart share an L1 set, so no
+ * more than the 8 ways; AVX2 has registers for 6 x 2 accumulators */
+#ifndef WR
+#if LANES == 16
+#define WR 8
+#else
+#define WR 6
+#endif
+#endif
+
+/* y[t * ldy + i] = sum_{c < k} w[i * k + c] * xt[c * NV * LANES + t] for i < W weight rows and
+ * t < nt tokens. ahead: the next pass's weight rows, prefetched into L2 one line per row every
+ * 16 steps. */
+static inline __attribute__((always_inline)) void wx_block(const int NV, const int W,
+                                                           const float *w, int64_t k,
+                                                           const float *xt, float *y,
+                                                           int64_t ldy, int64_t nt,
+                                                           const float *ahead) {
+    vec acc[WR][2];
+    for (int i = 0; i < W; i++)
+        for (int v = 0; v < NV; v++) acc[i][v] = (vec){0};
+    for (int64_t c = 0; c < k; c++) {
+        if (ahead && !(c & 15))
+            for (int i = 0; i < W; i++) __builtin_prefetch(ahead + i * k + c, 0, 2);
+        vec xv[2];
+        for (int v = 0; v < NV; v++) xv[v] = load(xt + c * NV * LANES + v * LANES);
+        for (int i = 0; i < W; i++) {
+            const vec wb = w[i * k + c] - (vec){0}; /* broadcast */
+            for (int v = 0; v < NV; v++) acc[i][v] = fmadd(wb, xv[v], acc[i][v]);
+        }
+    }
+    for (int v = 0; v < NV; v++)
+        for (int i = 0; i < W; i++) {
+            float t[LANES];
+            store(t, acc[i][v]);
+            for (int64_t l = 0; l < min64(LANES, nt - v * LANES); l++)
+                y[(v * LANES + l) * ldy + i] = t[l];
+        }
+}
+
+/* wx_block with W = wr (<= WR) as a constant, over a tile of NV vectors (nv) */
+#define WX_CASE(W) \
+    case W: wx_block(nv, W, w, k, xt, y, ldy, nt, ahead); break;
+#define DEFINE_WX(NV)                                                                            \
+    static void wx_##NV(int wr, const float *w, int64_t k, const float *xt, float *y,         \
+                        int64_t ldy, int64_t nt, const float *ahead) {                        \
+        const int nv = NV;                                                                     \
+        switch (wr) {                                                                          \
+            WX_CASE(1) WX_CASE(2) WX_CASE(3) WX_CASE(4) WX_CASE(5) WX_CASES_6_7                \
+        default: wx_block(nv, WR, w, k, xt, y, ldy, nt, ahead); break;                        \
+        }                                                                                      \
+    }
+#if WR > 6
+#define WX_CASES_6_7 WX_CASE(6) WX_CASE(7)
+#else
+#define WX_CASES_6_7
+#endif
+#if WR < 6 || WR > 8
+#error "WR must be 6, 7 or 8"
+#endif
+DEFINE_WX(1)
+DEFINE_WX(2)
+
+/* Weight rows j0 .. j1 - 1 of one expert (we, rows of k) times its `rows` token rows x (row
+ * stride ldx): y[r * ldy + j]. The token rows are packed into tiles of 2 LANES rows, the last
+ * one LANES wide if it has no more rows, in xt (scratch, XT_MAX_ROWS + 2 LANES rows of k). */
+static void expert_wx(const float *we, int64_t j0, int64_t j1, int64_t k, const float *x,
+                      int64_t ldx, int64_t rows, float *y, int64_t ldy, float *xt) {
+    int64_t tile_rows[XT_MAX_ROWS / LANES + 2], n_tiles = 0;
+    for (int64_t r = 0; r < rows; r += tile_rows[n_tiles++]) {
+        tile_rows[n_tiles] = rows - r <= LANES ? rows - r : min64(rows - r, 2 * LANES);
+        pack(x + r * ldx, ldx, tile_rows[n_tiles], k, xt + r * k,
+             tile_rows[n_tiles] <= LANES ? LANES : 2 * LANES);
+    }
+    for (int64_t j = j0; j < j1; j += WR) {
+        const int64_t wr = min64(WR, j1 - j);
+        for (int64_t t = 0, r = 0; t < n_tiles; r += tile_rows[t++]) {
+            const float *ahead = t == 0 && j + wr < j1 ? we + (j + wr) * k : NULL;
+            (tile_rows[t] <= LANES ? wx_1 : wx_2)((int)wr, we + j * k, k, xt + r * k,
+                                                  y + r * ldy + j, ldy, tile_rows[t], ahead);
+        }
+    }
+}
+
+/* Rows of k floats of per-thread packing scratch: packed weights or packed token tiles. */
+#define PACK_ROWS (XT_MAX_ROWS + 2 * LANES > NR ? XT_MAX_ROWS + 2 * LANES : NR)
 
 /* Row strides of the gathered rows and the SwiGLU output: padded so that the MR rows a pass
  * reads do not all fall in one L1 set (rows of 4 KiB would). */
@@ -271,16 +435,13 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
 /* Scratch one call needs, for `rows` (token, k) pairs on `threads` threads: floats ... */
 int64_t moe_small_scratch_floats(int64_t rows, int64_t hidden, int64_t inter, int64_t threads) {
     const int64_t k = hidden > inter ? hidden : inter;
-    return rows * (2 * hidden + 3 * inter + 2 * PAD + 1) + threads * NR * k;
+    return rows * (2 * hidden + 3 * inter + 2 * PAD + 1) + threads * PACK_ROWS * k;
 }
 
 /* ... and int64s. */
 int64_t moe_small_scratch_ints(int64_t rows, int64_t n_experts) {
     return rows + 3 * (n_experts + 1);
 }
-
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* Relative cost of one weight row of an expert with `rows` token rows: its transfer
  * (ROW_TRANSFER) plus one unit per token row it is multiplied with. */
@@ -315,10 +476,14 @@ static void expert_rows(const float *w, int64_t per_expert, int64_t k, const flo
         const int64_t j0 = max64(lo - a * per_expert, 0), j1 = min64(hi - a * per_expert, per_expert);
         const float *we = w + active[a] * per_expert * k;
         const int64_t first = start[active[a]], rows = counts[a];
+        if (rows >= XT_MIN_ROWS && rows <= XT_MAX_ROWS) {
+            expert_wx(we, j0, j1, k, x + first * ldx, ldx, rows, y + first * ldy, ldy, wp);
+            continue;
+        }
         if (rows >= PACKED_MIN_ROWS) {
             for (int64_t b = j0; b < j1; b += NR) {
                 const int64_t n = min64(NR, j1 - b);
-                pack(we + b * k, n, k, wp);
+                pack(we + b * k, k, n, k, wp, NR);
                 /* while the passes compute, pass p fetches lines p * k .. (p + 1) * k of the
                  * next block into L2, so that packing it does not wait on memory */
                 const float *next = we + (b + NR) * k;
@@ -384,7 +549,7 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
     float *gu = xs + R * ldh;      /* (R, 2I) gate | up */
     float *act = gu + R * 2 * I;   /* (R, ldi) SwiGLU output */
     float *ys = act + R * ldi;     /* (R, H) expert output */
-    float *packed = ys + R * H;    /* (threads, NR * max(H, I)) packed weights */
+    float *packed = ys + R * H;    /* (threads, PACK_ROWS * max(H, I)) packed weights or tiles */
     (void)threads;
 #pragma omp parallel num_threads(threads)
     {
@@ -396,7 +561,7 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++)
             memcpy(xs + r * ldh, hidden + token_of[r] * H, H * sizeof(float));
-        float *wp = packed + t * NR * (H > I ? H : I);
+        float *wp = packed + t * PACK_ROWS * (H > I ? H : I);
         expert_rows(gate_up, 2 * I, H, xs, ldh, gu, 2 * I, active, start, counts, n_active, t, nt,
                     wp);
 #pragma omp barrier
@@ -413,7 +578,7 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
             float *o = out + token_of[r] * H;
             const float w = row_w[r];
             const float *y = ys + r * H;
-            for (int64_t c = c0; c < c1; c++) o[c] += w * y[c];
+            for (int64_t c = c0; c < c1; c++) o[c] = __builtin_fmaf(w, y[c], o[c]);
         }
     }
 }

@@ -12,17 +12,36 @@ from tests.unit.kernels.test_kernels_experts import SHAPES, _problem
 
 pytestmark = pytest.mark.skipif(not cpu_native.available(), reason="no C compiler here")
 
-# (tokens, experts, top_k, hidden, inter): hidden/inter off the 16-float vector width, experts
-# with more rows than one register pass (8) takes, and with >= 12 rows (packed weights, in
-# blocks of 32 weight rows, some partial).
+# (tokens, experts, top_k, hidden, inter): hidden/inter off the vector width, experts with
+# more rows than one register pass (8) takes, with 9-96 rows (token tiles on AVX2: wide and
+# narrow tiles, passes of weight rows cut short) and with more (packed weights, in blocks of
+# 2 vectors of weight rows, some partial).
 NATIVE_SHAPES = [
     *SHAPES,
     (5, 4, 2, 37, 13),
+    (40, 4, 1, 37, 13),
+    (70, 2, 1, 40, 19),
     (64, 4, 4, 48, 24),
+    (96, 1, 1, 24, 12),
+    (100, 3, 2, 33, 17),
     (300, 2, 1, 20, 40),
     (200, 4, 4, 64, 40),
     (128, 8, 8, 100, 36),
 ]
+
+# Builds this CPU's own may not be: each vector width (16 lanes builds on AVX2 too, as pairs
+# of registers) with its default paths, and the paths a width leaves off by default.
+VARIANTS = {
+    "8 lanes": ("-DLANES=8",),
+    "8 lanes, packed weights from 9 rows": ("-DLANES=8", "-DXT_MIN_ROWS=1000"),
+    "16 lanes": ("-DLANES=16",),
+    "16 lanes, token tiles 9-96 rows": ("-DLANES=16", "-DXT_MIN_ROWS=9", "-DXT_MAX_ROWS=96"),
+}
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request):
+    return cpu_native.variant(*VARIANTS[request.param])
 
 
 @pytest.mark.parametrize("shape", NATIVE_SHAPES, ids=str)
@@ -31,6 +50,17 @@ def test_native_matches_reference(shape):
     out = experts(x, gate_up, down, weights, ids, backend="native")
     torch.testing.assert_close(
         out, ref_experts(x, gate_up, down, weights, ids), rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("shape", NATIVE_SHAPES, ids=str)
+def test_every_build_variant_matches_reference(variant, shape):
+    x, gate_up, down, weights, ids = _problem(*shape, torch.float32)
+    torch.testing.assert_close(
+        variant(x, gate_up, down, weights, ids),
+        ref_experts(x, gate_up, down, weights, ids),
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 
@@ -108,19 +138,31 @@ def test_native_ignores_ids_past_its_experts():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_native_gives_the_same_sums_on_any_thread_count(threads):
-    x, gate_up, down, weights, ids = _problem(48, 8, 4, 80, 40, torch.float32)
+def _on_threads(threads, fn, *args, **kwargs):
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        one = experts(x, gate_up, down, weights, ids, backend="native")
         torch.set_num_threads(threads)
-        many = experts(x, gate_up, down, weights, ids, backend="native")
+        return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_native_gives_the_same_sums_on_any_thread_count(threads):
+    # 24 rows per expert (token tiles on AVX2); threads split experts' weight rows
+    problem = _problem(48, 8, 4, 80, 40, torch.float32)
+    one = _on_threads(1, experts, *problem, backend="native")
+    many = _on_threads(threads, experts, *problem, backend="native")
     # every output float is computed by one thread in a fixed order: bitwise equal
     assert torch.equal(one, many)
+
+
+def test_every_build_variant_gives_the_same_sums_on_2_and_3_threads(variant):
+    # experts of 2-30 rows: dot products, token tiles or packed weights, by variant
+    problem = _problem(40, 8, 3, 72, 40, torch.float32)
+    one = _on_threads(1, variant, *problem)
+    assert torch.equal(one, _on_threads(2, variant, *problem))
+    assert torch.equal(one, _on_threads(3, variant, *problem))
 
 
 def test_native_runs_in_torchs_openmp_runtime():
