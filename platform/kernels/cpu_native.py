@@ -91,11 +91,13 @@ def inference_experts(
     return _run(lib, hidden, gate_up_proj, down_proj, weights, expert_ids, first_expert)
 
 
-def variant(*defines: str) -> Callable[..., torch.Tensor]:
+def variant(*defines: str, openmp: bool = True) -> Callable[..., torch.Tensor]:
     """``inference_experts`` of the C file built with extra ``-D`` defines, e.g.
     ``variant("-DLANES=16")``: the tests run the vector widths and paths that this
-    CPU's own build does not pick (16 lanes build on AVX2 too, as pairs of registers)."""
-    lib = _load(tuple(defines))
+    CPU's own build does not pick (16 lanes build on AVX2 too, as pairs of registers).
+    ``openmp=False`` builds the one-thread fallback, which works through every
+    thread's share of the work itself."""
+    lib = _load(tuple(defines), openmp)
     assert lib is not None, f"the C kernel does not build with {defines}"
     return functools.partial(_run, lib)
 
@@ -158,13 +160,13 @@ def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _library() -> ctypes.CDLL | None:
-    return _load(())
+    return _load((), True)
 
 
 @functools.cache
-def _load(defines: tuple[str, ...]) -> ctypes.CDLL | None:
+def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     try:
-        path = _build(defines)
+        path = _build(defines, openmp)
         lib = ctypes.CDLL(str(path))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         log.warning("moeplane: C experts kernel unavailable, using the torch path: %s", exc)
@@ -178,7 +180,7 @@ def _load(defines: tuple[str, ...]) -> ctypes.CDLL | None:
     return lib
 
 
-def _build(defines: tuple[str, ...] = ()) -> Path:
+def _build(defines: tuple[str, ...] = (), openmp: bool = True) -> Path:
     """The compiled library for this source, compiler and CPU, building it if needed.
 
     With OpenMP where torch uses it: the library then links ``libgomp.so.1``,
@@ -188,7 +190,7 @@ def _build(defines: tuple[str, ...] = ()) -> Path:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise RuntimeError("no C compiler (set CC, or install gcc)")
-    if torch._C.has_openmp:
+    if openmp and torch._C.has_openmp:
         try:
             return _build_with(compiler, (*_FLAGS, *defines, "-fopenmp"))
         except RuntimeError as exc:

@@ -19,6 +19,7 @@
  * weight rows of about equal cost (expert_rows).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -460,18 +461,12 @@ static int64_t row_at_cost(int64_t cost, const int64_t *counts, int64_t n_active
     return n_active * per_expert;
 }
 
-/* y rows of every active expert: y[r, j] = dot(w_e[j, :k], x[r, :k]) for j < per_expert.
- * Thread t of nt takes one contiguous run of weight rows of about equal cost, so each
- * thread streams contiguous memory (the prefetchers and PREFETCH_AHEAD run on into its
- * next rows) and the threads finish together even when experts have unequal rows. */
-static void expert_rows(const float *w, int64_t per_expert, int64_t k, const float *x,
-                        int64_t ldx, float *y, int64_t ldy, const int64_t *active,
-                        const int64_t *start, const int64_t *counts, int64_t n_active, int t,
-                        int nt, float *wp) {
-    int64_t total = 0;
-    for (int64_t a = 0; a < n_active; a++) total += (ROW_TRANSFER + counts[a]) * per_expert;
-    const int64_t lo = row_at_cost(total * t / nt, counts, n_active, per_expert);
-    const int64_t hi = row_at_cost(total * (t + 1) / nt, counts, n_active, per_expert);
+/* Weight rows lo .. hi - 1 (flat index a * per_expert + j over the active experts) times their
+ * experts' token rows: y[r, j] = dot(w_e[j, :k], x[r, :k]). */
+static void rows_between(int64_t lo, int64_t hi, const float *w, int64_t per_expert, int64_t k,
+                         const float *x, int64_t ldx, float *y, int64_t ldy,
+                         const int64_t *active, const int64_t *start, const int64_t *counts,
+                         int64_t n_active, float *wp) {
     for (int64_t a = lo / per_expert; a < n_active && a * per_expert < hi; a++) {
         const int64_t j0 = max64(lo - a * per_expert, 0), j1 = min64(hi - a * per_expert, per_expert);
         const float *we = w + active[a] * per_expert * k;
@@ -499,6 +494,67 @@ static void expert_rows(const float *w, int64_t per_expert, int64_t k, const flo
             for (int64_t r0 = 0; r0 < rows; r0 += ROWS)
                 dots((int)min64(ROWS, rows - r0), we + b * k, min64(BLOCK_ROWS, j1 - b), k,
                      x + (first + r0) * ldx, ldx, y + (first + r0) * ldy + b, ldy);
+    }
+}
+
+/* Work units of one phase: thread t starts on queue t, units front .. back - 1 of its own
+ * contiguous run, taken from the front; a thread with none left takes the back unit of the
+ * queue with the most left. One 64-bit word (front << 32 | back) per queue, on its own line. */
+#define UNITS_PER_THREAD 16
+typedef struct {
+    _Alignas(64) _Atomic uint64_t front_back;
+} queue;
+
+static int take(queue *q, int from_front, int64_t *unit) {
+    uint64_t v = atomic_load_explicit(&q->front_back, memory_order_relaxed);
+    for (;;) {
+        const uint64_t f = v >> 32, b = v & 0xffffffffu;
+        if (f >= b) return 0;
+        const uint64_t n = from_front ? (f + 1) << 32 | b : f << 32 | (b - 1);
+        if (atomic_compare_exchange_weak_explicit(&q->front_back, &v, n, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *unit = (int64_t)(from_front ? f : b - 1);
+            return 1;
+        }
+    }
+}
+
+static void fill_queues(queue *queues, int threads) {
+    for (int t = 0; t < threads; t++)
+        atomic_init(&queues[t].front_back, (uint64_t)t * UNITS_PER_THREAD << 32 |
+                                               (uint64_t)(t + 1) * UNITS_PER_THREAD);
+}
+
+/* y rows of every active expert: y[r, j] = dot(w_e[j, :k], x[r, :k]) for j < per_expert.
+ * The weight rows are cut into units of about equal cost (threads * UNITS_PER_THREAD), each
+ * a contiguous run; thread t works through its own run in order, so it streams contiguous
+ * memory (the prefetchers and PREFETCH_AHEAD run on into its next rows), then takes units
+ * left at the end of others' runs: on a shared host one core can run 1.2-1.5x slower than the
+ * other for a while. Which thread computes a unit does not change any float. */
+static void expert_rows(const float *w, int64_t per_expert, int64_t k, const float *x,
+                        int64_t ldx, float *y, int64_t ldy, const int64_t *active,
+                        const int64_t *start, const int64_t *counts, int64_t n_active,
+                        queue *queues, int threads, int t, float *wp) {
+    int64_t total = 0;
+    for (int64_t a = 0; a < n_active; a++) total += (ROW_TRANSFER + counts[a]) * per_expert;
+    const int64_t units = (int64_t)threads * UNITS_PER_THREAD;
+    for (;;) {
+        int64_t u;
+        if (!take(&queues[t], 1, &u)) {
+            int victim = -1;
+            uint64_t most = 0;
+            for (int o = 0; o < threads; o++) {
+                const uint64_t v = atomic_load_explicit(&queues[o].front_back,
+                                                        memory_order_relaxed);
+                const uint64_t f = v >> 32, b = v & 0xffffffffu;
+                if (b > f && b - f > most) most = b - f, victim = o;
+            }
+            if (victim < 0) return;
+            if (!take(&queues[victim], 0, &u)) continue;
+        }
+        rows_between(row_at_cost(total * u / units, counts, n_active, per_expert),
+                     row_at_cost(total * (u + 1) / units, counts, n_active, per_expert), w,
+                     per_expert, k, x, ldx, y, ldy, active, start, counts, n_active, wp);
     }
 }
 
@@ -550,7 +606,9 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
     float *act = gu + R * 2 * I;   /* (R, ldi) SwiGLU output */
     float *ys = act + R * ldi;     /* (R, H) expert output */
     float *packed = ys + R * H;    /* (threads, PACK_ROWS * max(H, I)) packed weights or tiles */
-    (void)threads;
+    queue gate_up_units[threads], down_units[threads];
+    fill_queues(gate_up_units, threads);
+    fill_queues(down_units, threads);
 #pragma omp parallel num_threads(threads)
     {
         int nt = 1, t = 0;
@@ -562,13 +620,14 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
         for (int64_t r = 0; r < R; r++)
             memcpy(xs + r * ldh, hidden + token_of[r] * H, H * sizeof(float));
         float *wp = packed + t * PACK_ROWS * (H > I ? H : I);
-        expert_rows(gate_up, 2 * I, H, xs, ldh, gu, 2 * I, active, start, counts, n_active, t, nt,
-                    wp);
+        expert_rows(gate_up, 2 * I, H, xs, ldh, gu, 2 * I, active, start, counts, n_active,
+                    gate_up_units, threads, t, wp);
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++)
             swiglu(gu + r * 2 * I, gu + r * 2 * I + I, act + r * ldi, I);
-        expert_rows(down, H, I, act, ldi, ys, H, active, start, counts, n_active, t, nt, wp);
+        expert_rows(down, H, I, act, ldi, ys, H, active, start, counts, n_active, down_units,
+                    threads, t, wp);
 #pragma omp barrier
         /* Combine: each thread owns a range of columns of out, so no two write one float. */
         const int64_t c0 = H * t / nt, c1 = H * (t + 1) / nt;

@@ -157,6 +157,17 @@ def test_native_gives_the_same_sums_on_any_thread_count(threads):
     assert torch.equal(one, many)
 
 
+def test_one_thread_build_takes_every_threads_share():
+    # Built without OpenMP, one thread runs but is told 3: it works through its own units, then
+    # takes the other two queues' units from their backs (what a fast thread does to a slow
+    # one's). Each unit is computed once: the sums match the reference and the pool's bitwise.
+    one_thread = cpu_native.variant(openmp=False)
+    problem = _problem(40, 8, 3, 72, 40, torch.float32)
+    got = _on_threads(3, one_thread, *problem)
+    torch.testing.assert_close(got, ref_experts(*problem), rtol=1e-4, atol=1e-4)
+    assert torch.equal(got, _on_threads(3, experts, *problem, backend="native"))
+
+
 def test_every_build_variant_gives_the_same_sums_on_2_and_3_threads(variant):
     # experts of 2-30 rows: dot products, token tiles or packed weights, by variant
     problem = _problem(40, 8, 3, 72, 40, torch.float32)
