@@ -144,22 +144,17 @@ static inline __attribute__((always_inline)) void dot_block(const int NB, const 
 
 /* (NB, JB, U) per row count: U * JB * NB accumulators plus JB weight vectors and one x
  * vector must fit the register file (32 vectors with AVX-512, 16 with AVX2). */
-#if LANES == 16
 DEFINE_DOTS(1, 1, 4)
 DEFINE_DOTS(2, 1, 4)
 DEFINE_DOTS(3, 1, 4)
-DEFINE_DOTS(4, 1, 4)
 DEFINE_DOTS(5, 2, 1)
 DEFINE_DOTS(6, 2, 1)
+#if LANES == 16
+DEFINE_DOTS(4, 1, 4)
 DEFINE_DOTS(7, 2, 1)
 DEFINE_DOTS(8, 2, 1)
 #else
-DEFINE_DOTS(1, 1, 4)
-DEFINE_DOTS(2, 1, 4)
-DEFINE_DOTS(3, 1, 4)
 DEFINE_DOTS(4, 1, 3)
-DEFINE_DOTS(5, 2, 1)
-DEFINE_DOTS(6, 2, 1)
 DEFINE_DOTS(7, 1, 1)
 DEFINE_DOTS(8, 1, 1)
 #endif
