@@ -33,7 +33,7 @@ NATIVE_SHAPES = [
 # of registers) with its default paths, and the paths a width leaves off by default.
 VARIANTS = {
     "8 lanes": ("-DLANES=8",),
-    "8 lanes, packed weights from 9 rows": ("-DLANES=8", "-DXT_MIN_ROWS=1000"),
+    "8 lanes, no token tiles": ("-DLANES=8", "-DXT_MIN_ROWS=1000"),
     "16 lanes": ("-DLANES=16",),
     "16 lanes, token tiles 9-96 rows": ("-DLANES=16", "-DXT_MIN_ROWS=9", "-DXT_MAX_ROWS=96"),
 }
