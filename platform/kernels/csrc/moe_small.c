@@ -15,8 +15,8 @@
  *
  * Threads: compiled with OpenMP, the work runs in torch's own OpenMP pool (the library
  * links the libgomp torch already loaded), so it takes the threads torch uses and no
- * second pool fights torch's spinning workers. Each thread takes one contiguous run of
- * weight rows of about equal cost (expert_rows).
+ * second pool fights torch's spinning workers. Each thread works through its own contiguous
+ * run of weight rows, then takes units left at the end of the others' runs (expert_rows).
  */
 #include <math.h>
 #include <stdatomic.h>
