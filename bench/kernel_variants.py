@@ -5,7 +5,8 @@
         --variant "tiles=-DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96"   # any -D knobs of csrc/moe_small.c
 
 Each variant is ``cpu_native.variant(*defines)``; the first column is the default
-build. Calls go round-robin over the variants with the last-level cache flushed
+build. Knobs: LANES (8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR,
+PACKED_MIN_ROWS, PREFETCH_AHEAD (floats). Calls go round-robin over the variants with the last-level cache flushed
 before each (weights from DRAM, as in bench/kernels.py), so a shared host's
 slow minutes hit every variant alike; compare the ratios, not the times. Every
 variant's output is checked against the default's first.

@@ -8,14 +8,19 @@
 "moeplane" is the default (CUDA: Triton; CPU: the C kernel, up to 256 rows per expert);
 "moeplane torch" is its torch path alone.
 
-Everything is measured in this one run: memory bandwidth (sum over a buffer
-far larger than the last-level cache; best of before, after and between
-rows), GEMM peak (square GEMM: the faster of matmul and, on CPU, oneDNN),
-and each implementation's median time with cold
-caches (a large buffer is written between repeats, so weights come from DRAM
-as they would in a real multi-layer model). roofline = max(weight bytes of the
-experts actually hit / bandwidth, FLOPs / GEMM peak); "x roof" = time /
-roofline (1.0 is the physical limit).
+Everything is measured in this one run. Each row's round-robin also times two
+probes of the machine's limits, under the same conditions as the implementations:
+a ``sum`` over 1 GiB (memory bandwidth) and a square GEMM (peak: the faster of
+matmul and, on CPU, oneDNN). Every call starts with cold caches (a large buffer
+is written first, so weights come from DRAM as they would in a real multi-layer
+model). roofline = max(weight bytes of the experts actually hit / bandwidth,
+FLOPs / GEMM peak); "x roof" = time / roofline (1.0 is the physical limit).
+"x roof" and moeplane's "% bandwidth" and "% peak" are medians over the rounds
+of each round's own ratio (a call and its round's probes run within a second of
+each other); the other columns are medians. The shared hosts this runs on switch
+between bandwidth levels every few seconds (about 34 and 58 GB/s on 2026-11-29),
+so a probe run apart from a row misstates its limit; the summary also counts the
+target against the best limits seen anywhere in the run, the stricter reading.
 """
 
 from __future__ import annotations
@@ -94,45 +99,56 @@ class Device:
             torch.cuda.synchronize(self.device)
 
 
-def median_ms(
+def rounds_ms(
     calls: dict[str, Callable[[], object]], repeats: int, flush: torch.Tensor, dev: Device
-) -> dict[str, float]:
-    """Median ms of each call, run round-robin so that load from other users
-    of the (shared) machine hits every implementation alike; each round starts
-    one implementation later, so none always runs right after the same other
-    (what ran just before moved a call's time by up to 16 %)."""
+) -> dict[str, list[float]]:
+    """Each call's ms in each of ``repeats`` rounds (round r is element r), run
+    round-robin so that load from other users of the (shared) machine hits every
+    implementation alike; each round starts one implementation later, so none
+    always runs right after the same other (what ran just before moved a call's
+    time by up to 16 %)."""
     for call in calls.values():
         call()  # warm-up: allocator, MKL buffers, Triton compiles
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(_timed(calls[name], flush, dev))
-    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+            times[name].append(_timed(calls[name], flush, dev) * 1e3)
+    return times
 
 
-def bandwidth(repeats: int, flush: torch.Tensor, dev: Device) -> float:
-    """Bytes/s a ``sum`` over 1 GiB reads: best of ``repeats``."""
-    big = torch.ones(2**30 // 4, device=dev.device)
-    return 2**30 / min(_timed(big.sum, flush, dev) for _ in range(repeats))
+PROBE_READ, PROBE_GEMM = "probe: sum 1 GiB", "probe: GEMM"
 
 
-def machine_limits(repeats: int, flush: torch.Tensor, dev: Device) -> tuple[float, float]:
-    """(bandwidth bytes/s, GEMM FLOP/s in the benchmark's dtype): best of ``repeats``."""
-    bytes_per_s = bandwidth(repeats, flush, dev)
-    n = 8192 if dev.cuda else 2048
-    a = torch.randn(n, n, device=dev.device, dtype=dev.dtype)
-    b = torch.randn(n, n, device=dev.device, dtype=dev.dtype)
-    gemms: dict[str, Callable[[], object]] = {"matmul": lambda: a @ b}
-    if not dev.cuda and torch_path.cpu_gemm(a.device, a.dtype, a.numel()) == "onednn":
-        # the loop's oneDNN GEMM beats MKL's sgemm on some CPUs: the peak is the faster one
-        bt = b.t().contiguous()
-        gemms["onednn"] = lambda: torch_path._LINEAR["onednn"](a, bt)
-    best = float("inf")
-    for gemm in gemms.values():
-        gemm()
-        best = min(best, *(_timed(gemm, None, dev) for _ in range(repeats)))
-    return bytes_per_s, 2 * n**3 / best
+class Probes:
+    """The machine's limits as calls for a row's round-robin (``rounds_ms``)."""
+
+    def __init__(self, dev: Device) -> None:
+        self.big = torch.ones(2**30 // 4, device=dev.device)
+        self.n = n = 8192 if dev.cuda else 2048
+        a = torch.randn(n, n, device=dev.device, dtype=dev.dtype)
+        b = torch.randn(n, n, device=dev.device, dtype=dev.dtype)
+        gemms: dict[str, Callable[[], object]] = {"matmul": lambda: a @ b}
+        if not dev.cuda and torch_path.cpu_gemm(a.device, a.dtype, a.numel()) == "onednn":
+            # the loop's oneDNN GEMM beats MKL's sgemm on some CPUs: the peak is the faster one
+            bt = b.t().contiguous()
+            gemms["onednn"] = lambda: torch_path._LINEAR["onednn"](a, bt)
+        self.gemm = min(gemms.values(), key=lambda g: min(_timed(g, None, dev) for _ in range(3)))
+
+    def calls(self) -> dict[str, Callable[[], object]]:
+        return {PROBE_READ: self.big.sum, PROBE_GEMM: self.gemm}
+
+    def limits(self, ms: dict[str, float]) -> tuple[float, float]:
+        """(bandwidth bytes/s, GEMM FLOP/s) from the probes' times in ms."""
+        return 2**30 / (ms[PROBE_READ] / 1e3), 2 * self.n**3 / (ms[PROBE_GEMM] / 1e3)
+
+    def best(self, repeats: int, flush: torch.Tensor, dev: Device) -> tuple[float, float]:
+        """The limits as the fastest of ``repeats`` calls each."""
+        fastest = {
+            name: min(_timed(call, flush, dev) for _ in range(repeats)) * 1e3
+            for name, call in self.calls().items()
+        }
+        return self.limits(fastest)
 
 
 def _timed(fn: Callable[[], object], flush: torch.Tensor | None, dev: Device) -> float:
@@ -170,47 +186,49 @@ def implementations(
 def run(tokens_list: tuple[int, ...], shapes: tuple[Shape, ...], repeats: int, dev: Device) -> str:
     threads = torch.get_num_threads()
     flush = torch.empty(FLUSH_BYTES // 4, device=dev.device)
-    bandwidth, peak = machine_limits(repeats, flush, dev)
-    rows, bandwidth_seen = _rows(tokens_list, shapes, repeats, flush, dev, bandwidth, peak)
-    # The machine is shared: measure the limits again (bandwidth also after every row)
-    # and keep the best seen, so the roofline is the fastest this machine showed in the run.
-    bandwidth2, peak2 = machine_limits(repeats, flush, dev)
-    bandwidth, peak = max(bandwidth, bandwidth2, bandwidth_seen), max(peak, peak2)
+    probes = Probes(dev)
+    before = probes.best(repeats, flush, dev)
+    rows = _rows(tokens_list, shapes, repeats, flush, dev, probes)
+    after = probes.best(repeats, flush, dev)
+    # The stricter reading: the fastest this machine showed anywhere in the run.
+    best = tuple(max(lim) for lim in zip(before, after, *(r["limits"] for r in rows), strict=True))
     where = torch.cuda.get_device_name(dev.device) if dev.cuda else f"{threads} threads"
     names = list(rows[0]["times"])
+    row_bw = [r["limits"][0] / 1e9 for r in rows]
+    row_peak = [r["limits"][1] / 1e9 for r in rows]
     lines = [
         f"machine: {platform.machine()}, torch {torch.__version__}, {where}, {dev.dtype}; "
-        f"measured bandwidth {bandwidth / 1e9:.1f} GB/s, GEMM peak {peak / 1e9:.0f} GFLOP/s; "
-        f"median of {repeats}, cold cache",
+        f"bandwidth {min(row_bw):.1f}-{max(row_bw):.1f} GB/s and GEMM peak "
+        f"{min(row_peak):.0f}-{max(row_peak):.0f} GFLOP/s by row (best seen {best[0] / 1e9:.1f} "
+        f"GB/s, {best[1] / 1e9:.0f} GFLOP/s); median of {repeats}, cold cache",
         "",
-        "| shape | tokens | roofline ms | "
+        "| shape | tokens | GB/s | GFLOP/s | roofline ms | "
         + " | ".join(f"{n} ms" for n in names)
         + " | moeplane x roof | moeplane % bandwidth | moeplane % peak | vs best transformers |",
-        "|---|---:|---:|" + "---:|" * (len(names) + 4),
+        "|---|---:|---:|---:|---:|" + "---:|" * (len(names) + 4),
     ]
-    met = {"within 1.5x of roofline": 0, "2x faster than transformers (<= 32 tokens)": 0}
-    small = not_slower = 0
+    within = within_best = small = fast_small = not_slower = 0
     gpu = {"bandwidth": [0, 0], "peak": [0, 0], "faster than grouped_mm": [0, 0]}
     for row in rows:
         times = row["times"]
-        roof_ms = max(row["weight_bytes"] / bandwidth, row["flops"] / peak) * 1e3
+        bandwidth, peak = row["limits"]
+        roof_ms = _roofline_ms(row, row["limits"])
         ours = times["moeplane"]
-        best = min(t for n, t in times.items() if not n.startswith("moeplane") and t is not None)
-        used_bw = row["weight_bytes"] / (ours / 1e3) / bandwidth
-        used_peak = row["flops"] / (ours / 1e3) / peak
+        fastest = min(t for n, t in times.items() if not n.startswith("moeplane") and t is not None)
+        used_bw, used_peak = row["used_bw"], row["used_peak"]
         cells = [f"{t:.2f}" if t is not None else "OOM/skipped" for t in times.values()]
         lines.append(
-            f"| {row['shape']} | {row['tokens']} | {roof_ms:.2f} | "
+            f"| {row['shape']} | {row['tokens']} | {bandwidth / 1e9:.1f} | {peak / 1e9:.0f} | "
+            f"{roof_ms:.2f} | "
             + " | ".join(cells)
-            + f" | {ours / roof_ms:.2f}x | {used_bw:.0%} | {used_peak:.0%} | "
-            f"{best / ours:.2f}x faster |"
+            + f" | {row['x_roof']:.2f}x | {used_bw:.0%} | {used_peak:.0%} | "
+            f"{fastest / ours:.2f}x faster |"
         )
-        met["within 1.5x of roofline"] += ours <= 1.5 * roof_ms
+        within += row["x_roof"] <= 1.5
+        within_best += ours <= 1.5 * _roofline_ms(row, best)
         small += row["tokens"] <= 32
-        met["2x faster than transformers (<= 32 tokens)"] += (
-            row["tokens"] <= 32 and best >= 2 * ours
-        )
-        not_slower += ours <= best
+        fast_small += row["tokens"] <= 32 and fastest >= 2 * ours
+        not_slower += ours <= fastest
         if row["tokens"] <= 32:
             gpu["bandwidth"][0] += used_bw >= 0.6
             gpu["bandwidth"][1] += 1
@@ -230,12 +248,16 @@ def run(tokens_list: tuple[int, ...], shapes: tuple[Shape, ...], repeats: int, d
         return "\n".join(lines)
     lines += [
         "",
-        f"targets: within 1.5x of roofline {met['within 1.5x of roofline']}/{len(rows)} rows; "
-        f">= 2x faster than the best transformers at <= 32 tokens "
-        f"{met['2x faster than transformers (<= 32 tokens)']}/{small}; "
+        f"targets: within 1.5x of roofline {within}/{len(rows)} rows "
+        f"({within_best}/{len(rows)} against the best limits seen); "
+        f">= 2x faster than the best transformers at <= 32 tokens {fast_small}/{small}; "
         f"not slower than the best transformers {not_slower}/{len(rows)}",
     ]
     return "\n".join(lines)
+
+
+def _roofline_ms(row: dict, limits: tuple[float, float]) -> float:
+    return max(row["weight_bytes"] / limits[0], row["flops"] / limits[1]) * 1e3
 
 
 def _rows(
@@ -244,14 +266,11 @@ def _rows(
     repeats: int,
     flush: torch.Tensor,
     dev: Device,
-    bandwidth_before: float,
-    peak: float,
-) -> tuple[list[dict], float]:
-    """Times of every implementation, and the best bandwidth measured between rows
-    (a neighbour's load during the first measurement would otherwise understate the
-    roofline); prints a progress line per row."""
+    probes: Probes,
+) -> list[dict]:
+    """Times of every implementation and the machine's limits, measured together
+    (round-robin) for each row; prints a progress line per row."""
     rows = []
-    best_bandwidth = bandwidth_before
     gen = torch.Generator(device=dev.device).manual_seed(0)
     size = torch.finfo(dev.dtype).bits // 8
     for shape in shapes:
@@ -270,7 +289,8 @@ def _rows(
             impls = implementations(module, shape, tokens, dev)
             calls = {n: functools.partial(f, hidden, ids, weights) for n, f in impls.items() if f}
             with torch.no_grad():
-                measured = median_ms(calls, repeats, flush, dev)
+                rounds = rounds_ms(calls | probes.calls(), repeats, flush, dev)
+            measured = {name: statistics.median(ts) for name, ts in rounds.items()}
             row = {
                 "shape": shape.name,
                 "experts": shape.num_experts,
@@ -278,13 +298,33 @@ def _rows(
                 "weight_bytes": active * 3 * shape.hidden * shape.inter * size,
                 "flops": 2 * tokens * shape.top_k * 3 * shape.hidden * shape.inter,
                 "times": {name: measured.get(name) for name in impls},
+                "limits": probes.limits(measured),
             }
-            best_bandwidth = max(best_bandwidth, bandwidth(3, flush, dev))
-            roof_ms = max(row["weight_bytes"] / best_bandwidth, row["flops"] / peak) * 1e3
-            print(f"{shape.name} tokens={tokens} roof~{roof_ms:.2f} ms {measured}", flush=True)
+            # moeplane against the limits measured in the same round, the median over rounds
+            per_round = [
+                probes.limits({PROBE_READ: read, PROBE_GEMM: gemm})
+                for read, gemm in zip(rounds[PROBE_READ], rounds[PROBE_GEMM], strict=True)
+            ]
+            pairs = list(zip(rounds["moeplane"], per_round, strict=True))
+            row["x_roof"] = statistics.median(
+                ms / _roofline_ms(row, limits) for ms, limits in pairs
+            )
+            row["used_bw"] = statistics.median(
+                row["weight_bytes"] / ms * 1e3 / limits[0] for ms, limits in pairs
+            )
+            row["used_peak"] = statistics.median(
+                row["flops"] / ms * 1e3 / limits[1] for ms, limits in pairs
+            )
+            bandwidth, peak = row["limits"]
+            roof_ms = _roofline_ms(row, row["limits"])
+            print(
+                f"{shape.name} tokens={tokens} {bandwidth / 1e9:.1f} GB/s {peak / 1e9:.0f} "
+                f"GFLOP/s roof {roof_ms:.2f} ms (x{row['x_roof']:.2f}) {row['times']}",
+                flush=True,
+            )
             rows.append(row)
         del module
-    return rows, best_bandwidth
+    return rows
 
 
 def main() -> None:

@@ -33,7 +33,9 @@
  * ran (at 4 rows per expert the layer took compute time plus transfer time). Measured
  * (E64 H1024 I384, 2 cores): 10-30 % faster at 8-128 tokens; nearer (2-4 KiB) or into
  * L1 was slower. */
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 8192
+#endif
 #ifndef LANES /* floats per vector: one register (the tests also build 16 on AVX2) */
 #ifdef __AVX512F__
 #define LANES 16
@@ -216,7 +218,9 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #endif
 /* Packing costs a transpose per block; with the next block prefetched during the passes the
  * packed path beat dot products from 16 rows per expert (1.1x) and tied at 8. */
+#ifndef PACKED_MIN_ROWS
 #define PACKED_MIN_ROWS 12
+#endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
 #define SWAP_BLOCKS(D, LO, HI)                                                          \
