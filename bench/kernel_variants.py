@@ -10,15 +10,15 @@ PACKED_MIN_ROWS, PREFETCH_AHEAD / PREFETCH_NEAR / NEAR_ROWS (prefetch distance i
 floats, and the passes that take the near one).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
-every variant (each round starting one variant later: the call right after the
-probe ran up to 14 % slower), with the last-level cache flushed before each call (weights from
-DRAM, as in bench/kernels.py), and runs for ``--seconds`` per size. The shared
-hosts here switch between bandwidth levels every few seconds (about 34 and 58 GB/s
-on a Zen 4 host), and a variant can win at one level and lose at the other, so
-when the probes spread by more than 1.3x the rounds are also reported split at
-the middle of that spread. Compare the ratios (medians of each round's own
-ratio), not the times. Every variant's output is checked against the default's
-first.
+every variant, each round starting one variant later (the call right after the
+probe ran up to 14 % slower), with the last-level cache flushed before each call
+(weights from DRAM, as in bench/kernels.py); each size runs for ``--seconds``.
+The shared hosts here switch between bandwidth levels every few seconds (about 34
+and 58 GB/s on a Zen 4 host), and a variant can win at one level and lose at the
+other, so when the probes spread by more than 1.3x the rounds are also reported
+split at the middle of that spread (groups of 10 rounds or more). Compare the
+ratios (medians of each round's own ratio), not the times. Every variant's output
+is checked against the default's first.
 """
 
 from __future__ import annotations
