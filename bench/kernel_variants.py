@@ -97,17 +97,13 @@ def main() -> None:
                 kernels[name](x, gate_up, down, weights, ids)
                 ms[name] = (time.perf_counter() - start) * 1e3
             rounds.append(ms)
-        levels = [f"{tokens}"]
+        groups = {f"{tokens}": rounds}
         low, high = min(r["GB/s"] for r in rounds), max(r["GB/s"] for r in rounds)
         if high > 1.3 * low:
             middle = (low + high) / 2
-            levels += [f"{tokens} below {middle:.0f} GB/s", f"{tokens} above {middle:.0f} GB/s"]
-            split = {
-                levels[1]: [r for r in rounds if r["GB/s"] < middle],
-                levels[2]: [r for r in rounds if r["GB/s"] >= middle],
-            }
-        for level in levels:
-            group = rounds if level == levels[0] else split[level]
+            groups[f"{tokens} below {middle:.0f} GB/s"] = [r for r in rounds if r["GB/s"] < middle]
+            groups[f"{tokens} above {middle:.0f} GB/s"] = [r for r in rounds if r["GB/s"] >= middle]
+        for level, group in groups.items():
             if len(group) < 10:
                 continue
             cells = [f"{statistics.median(r[name] for r in group):.2f}" for name in kernels]

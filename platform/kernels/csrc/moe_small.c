@@ -32,7 +32,7 @@
  * read: the hardware prefetchers alone left the stream waiting on DRAM while the FMAs
  * ran (at 4 rows per expert the layer took compute time plus transfer time). Measured
  * (E64 H1024 I384, 2 cores): 10-30 % faster at 8-128 tokens; nearer (2-4 KiB) or into
- * L1 was slower. */
+ * L1 was slower there, but not for passes of 1-2 rows (PREFETCH_NEAR below). */
 #ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 8192
 #endif
