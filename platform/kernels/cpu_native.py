@@ -190,12 +190,19 @@ def _build(defines: tuple[str, ...] = (), openmp: bool = True) -> Path:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise RuntimeError("no C compiler (set CC, or install gcc)")
+    if not any(define.startswith("-DTUNE_ZEN") for define in defines):
+        defines = (*_tuning(), *defines)
     if openmp and torch._C.has_openmp:
         try:
             return _build_with(compiler, (*_FLAGS, *defines, "-fopenmp"))
         except RuntimeError as exc:
             log.warning("moeplane: C experts kernel built without OpenMP (one thread): %s", exc)
     return _build_with(compiler, (*_FLAGS, *defines))
+
+
+def _tuning() -> tuple[str, ...]:
+    """The C file's tuning for this CPU family: ``TUNE_ZEN`` on AMD (csrc/moe_small.c)."""
+    return ("-DTUNE_ZEN=1",) if "AuthenticAMD" in _cpuinfo("vendor_id") else ()
 
 
 def _build_with(compiler: str, flags: tuple[str, ...]) -> Path:
@@ -233,11 +240,15 @@ def _build_with(compiler: str, flags: tuple[str, ...]) -> Path:
 
 
 def _cpu_signature() -> str:
-    """What ``-march=native`` depends on: the machine and, on Linux, the CPU flags."""
-    flags = ""
+    """What ``-march=native`` depends on: the machine and, on Linux, the CPU's vendor and
+    flags."""
+    return f"{os.uname().machine} {_cpuinfo('vendor_id')} {_cpuinfo('flags')}"
+
+
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line of /proc/cpuinfo, or "" where there is none."""
     try:
         with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "")
+            return next((line.strip() for line in info if line.startswith(field)), "")
     except OSError:
-        pass
-    return f"{os.uname().machine} {flags}"
+        return ""

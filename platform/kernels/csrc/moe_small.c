@@ -26,8 +26,22 @@
 #include <omp.h>
 #endif
 
-#define ROWS 8        /* token rows per pass over a block of weights */
-#define BLOCK_ROWS 32 /* weight rows kept in L2 while passes of ROWS token rows read them */
+/* Tuning per CPU family, each measured with bench/kernel_variants.py on 2 cores: TUNE_ZEN = 1
+ * (the build passes it on AMD CPUs) keeps what Zen 3 and Zen 4 hosts measured; 0 takes what an
+ * Intel Xeon with AVX-512 measured (docs/benchmarks.md, 2026-11-30). The -D knobs below
+ * override either. */
+#ifndef TUNE_ZEN
+#define TUNE_ZEN 0
+#endif
+
+#define ROWS 8 /* token rows per pass over a block of weights */
+/* Weight rows that every pass of ROWS token rows reads before the next block: on Zen 32 rows
+ * (kept in L2); on the Xeon 3 (one step of three rows, kept in L1, so the passes follow each
+ * other closely), 1.06-1.12x faster at 8-24 rows per expert and 1.02-1.05x at 8 rows (no
+ * rows left over for one-row steps). */
+#ifndef BLOCK_ROWS
+#define BLOCK_ROWS (TUNE_ZEN ? 32 : 3)
+#endif
 /* Software prefetch into L2, this many floats (32 KiB) ahead of the weight row being
  * read: the hardware prefetchers alone left the stream waiting on DRAM while the FMAs
  * ran (at 4 rows per expert the layer took compute time plus transfer time). Measured
@@ -236,9 +250,17 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #endif
 #endif
 /* Packing costs a transpose per block; with the next block prefetched during the passes the
- * packed path beat dot products from 16 rows per expert (1.1x) and tied at 8. */
+ * packed path beat dot products from 16 rows per expert on Zen 4 (1.1x) and tied at 8. On the
+ * Xeon dot products in blocks of 3 rows won up to 24 rows (1.04-1.07x at 12-24). */
 #ifndef PACKED_MIN_ROWS
-#define PACKED_MIN_ROWS 12
+#define PACKED_MIN_ROWS (TUNE_ZEN ? 12 : 25)
+#endif
+/* How the passes over a packed block fetch the next one: spread over all of them (each its
+ * share of the lines), so that the stream from memory runs through the whole block's compute;
+ * Zen builds keep the first two passes fetching one line per step. Xeon: 1.10x faster at 256-512
+ * tokens, 1.03-1.06x at 2048 (E64, E128). */
+#ifndef SPREAD_PASSES
+#define SPREAD_PASSES (!TUNE_ZEN)
 #endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
@@ -299,11 +321,13 @@ static inline __attribute__((always_inline)) void outer_block(const int M, const
                                                               int64_t k, const float *x,
                                                               int64_t ldx, float *y,
                                                               int64_t ldy, int64_t n,
-                                                              const float *ahead) {
+                                                              const float *ahead,
+                                                              uint64_t lines_per_step) {
     vec acc[MR][2];
     for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = (vec){0};
     for (int64_t c = 0; c < k; c++) {
-        if (ahead) __builtin_prefetch(ahead + c * 16, 0, 2); /* one 64-byte line per step */
+        if (ahead) /* lines_per_step (32.32 fixed point) <= 1 line of 64 bytes per step */
+            __builtin_prefetch(ahead + (int64_t)((uint64_t)c * lines_per_step >> 32) * 16, 0, 2);
         const vec w0 = load(wp + c * NR), w1 = load(wp + c * NR + LANES);
         for (int m = 0; m < M; m++) {
             const vec xb = x[m * ldx + c] - (vec){0}; /* broadcast: x - 0 folds to x, x + 0 does not */
@@ -325,18 +349,18 @@ static inline __attribute__((always_inline)) void outer_block(const int M, const
 }
 
 static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx, float *y,
-                  int64_t ldy, int64_t n, const float *ahead) {
+                  int64_t ldy, int64_t n, const float *ahead, uint64_t lines_per_step) {
     switch (m) {
-    case 1: outer_block(1, wp, k, x, ldx, y, ldy, n, ahead); break;
-    case 2: outer_block(2, wp, k, x, ldx, y, ldy, n, ahead); break;
-    case 3: outer_block(3, wp, k, x, ldx, y, ldy, n, ahead); break;
-    case 4: outer_block(4, wp, k, x, ldx, y, ldy, n, ahead); break;
-    case 5: outer_block(5, wp, k, x, ldx, y, ldy, n, ahead); break;
+    case 1: outer_block(1, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 2: outer_block(2, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 3: outer_block(3, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 4: outer_block(4, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 5: outer_block(5, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
 #if MR > 6
-    case 6: outer_block(6, wp, k, x, ldx, y, ldy, n, ahead); break;
-    case 7: outer_block(7, wp, k, x, ldx, y, ldy, n, ahead); break;
+    case 6: outer_block(6, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 7: outer_block(7, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
 #endif
-    default: outer_block(MR, wp, k, x, ldx, y, ldy, n, ahead); break;
+    default: outer_block(MR, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
     }
 }
 
@@ -497,13 +521,18 @@ static void rows_between(int64_t lo, int64_t hi, const float *w, int64_t per_exp
             for (int64_t b = j0; b < j1; b += NR) {
                 const int64_t n = min64(NR, j1 - b);
                 pack(we + b * k, k, n, k, wp, NR);
-                /* while the passes compute, pass p fetches lines p * k .. (p + 1) * k of the
-                 * next block into L2, so that packing it does not wait on memory */
+                /* while the passes compute, they fetch the next block into L2, so that packing
+                 * it does not wait on memory: pass p of P its lines L p / P .. L (p + 1) / P */
                 const float *next = we + (b + NR) * k;
-                for (int64_t r0 = 0, p = 0; r0 < rows; r0 += MR, p++)
+                const int64_t lines = NR * k / 16, passes = (rows + MR - 1) / MR;
+                for (int64_t r0 = 0, p = 0; r0 < rows; r0 += MR, p++) {
+                    const int64_t from = SPREAD_PASSES ? lines * p / passes : p * k;
+                    const int64_t to = SPREAD_PASSES ? lines * (p + 1) / passes : min64((p + 1) * k, lines);
                     outer((int)min64(MR, rows - r0), wp, k, x + (first + r0) * ldx, ldx,
                           y + (first + r0) * ldy + b, ldy, n,
-                          p * 16 < NR ? next + p * k * 16 : NULL);
+                          from < to ? next + from * 16 : NULL,
+                          (uint64_t)min64(to - from, k) * ((uint64_t)1 << 32) / (uint64_t)k);
+                }
             }
             continue;
         }

@@ -24,17 +24,22 @@ NATIVE_SHAPES = [
     (64, 4, 4, 48, 24),
     (96, 1, 1, 24, 12),
     (100, 3, 2, 33, 17),
+    (60, 3, 1, 37, 13),
     (300, 2, 1, 20, 40),
     (200, 4, 4, 64, 40),
     (128, 8, 8, 100, 36),
 ]
 
 # Builds this CPU's own may not be: each vector width (16 lanes builds on AVX2 too, as pairs
-# of registers) with its default paths, and the paths a width leaves off by default.
+# of registers) with each CPU family's tuning (Zen: dot products in blocks of 32 weight rows up
+# to 11 token rows; others: blocks of 3 up to 24, packed blocks fetched over all passes), and
+# the paths a width leaves off by default.
 VARIANTS = {
-    "8 lanes": ("-DLANES=8",),
+    "8 lanes, Zen tuning": ("-DLANES=8", "-DTUNE_ZEN=1"),
+    "8 lanes, Xeon tuning": ("-DLANES=8", "-DTUNE_ZEN=0"),
     "8 lanes, no token tiles": ("-DLANES=8", "-DXT_MIN_ROWS=1000"),
-    "16 lanes": ("-DLANES=16",),
+    "16 lanes, Zen tuning": ("-DLANES=16", "-DTUNE_ZEN=1"),
+    "16 lanes, Xeon tuning": ("-DLANES=16", "-DTUNE_ZEN=0"),
     "16 lanes, token tiles 9-96 rows": ("-DLANES=16", "-DXT_MIN_ROWS=9", "-DXT_MAX_ROWS=96"),
 }
 
@@ -218,6 +223,15 @@ def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     built_at = first.stat().st_mtime_ns
     assert cpu_native._build() == first and first.stat().st_mtime_ns == built_at
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary files left
+
+
+def test_amd_cpus_build_with_the_zen_tuning(monkeypatch):
+    vendor = {"vendor_id": "vendor_id\t: AuthenticAMD"}
+    monkeypatch.setattr(cpu_native, "_cpuinfo", lambda field: vendor.get(field, ""))
+    assert cpu_native._tuning() == ("-DTUNE_ZEN=1",)
+    assert "AuthenticAMD" in cpu_native._cpu_signature()  # a build per vendor
+    vendor["vendor_id"] = "vendor_id\t: GenuineIntel"
+    assert cpu_native._tuning() == ()
 
 
 def test_build_without_a_compiler_says_so(tmp_path, monkeypatch):
