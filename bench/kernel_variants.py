@@ -5,9 +5,11 @@
         --variant "tiles=-DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96"   # any -D knobs of csrc/moe_small.c
 
 Each variant is ``cpu_native.variant(*defines)``; the first column is the default
-build. Knobs: LANES (8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR,
-PACKED_MIN_ROWS, PREFETCH_AHEAD / PREFETCH_NEAR / NEAR_ROWS (prefetch distance in
-floats, and the passes that take the near one).
+build. Knobs: TUNE_ZEN (1: the values measured on AMD Zen, which the build passes
+on AMD CPUs; 0: those measured on an Intel Xeon), LANES (8 or 16), XT_MIN_ROWS /
+XT_MAX_ROWS (token tiles), WR, MR, BLOCK_ROWS, PACKED_MIN_ROWS, SPREAD_PASSES,
+PREFETCH_AHEAD / PREFETCH_NEAR / NEAR_ROWS (prefetch distance in floats, and the
+passes that take the near one).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
 every variant, each round starting one variant later (the call right after the
@@ -36,9 +38,11 @@ import torch
 
 from moeplane.kernels import cpu_native, route
 
-# The switches a CPU's own build leaves at their defaults (docs/kernels.md).
+# Each CPU family's tuning (one of them is this CPU's own: a control) and the token tiles a
+# CPU's own build may leave off (docs/kernels.md).
 DEFAULT_VARIANTS = {
-    "no token tiles": "-DXT_MIN_ROWS=1000",
+    "Zen tuning": "-DTUNE_ZEN=1",
+    "Xeon tuning": "-DTUNE_ZEN=0",
     "token tiles 9-96": "-DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96",
 }
 
