@@ -5,11 +5,13 @@
         --variant "tiles=-DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96"   # any -D knobs of csrc/moe_small.c
 
 Each variant is ``cpu_native.variant(*defines)``; the first column is the default
-build. Knobs: TUNE_ZEN (1: the values measured on AMD Zen, which the build passes
-on AMD CPUs; 0: those measured on an Intel Xeon), LANES (8 or 16), XT_MIN_ROWS /
-XT_MAX_ROWS (token tiles), WR, MR, BLOCK_ROWS, PACKED_MIN_ROWS, SPREAD_PASSES,
-PREFETCH_AHEAD / PREFETCH_NEAR / NEAR_ROWS (prefetch distance in floats, and the
-passes that take the near one).
+build, the second the same with the weights packed block by block in every call
+(``prepack=False``; the others keep packed copies of the weights where
+``torch_path.prepack`` says so). Knobs: TUNE_ZEN (1: the values measured on AMD
+Zen, which the build passes on AMD CPUs; 0: those measured on an Intel Xeon), LANES
+(8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR, BLOCK_ROWS,
+PACKED_MIN_ROWS, SPREAD_PASSES, PREFETCH_AHEAD / PREFETCH_NEAR /
+NEAR_ROWS (prefetch distance in floats, and the passes that take the near one).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
 every variant, each round starting one variant later (the call right after the
@@ -26,6 +28,7 @@ is checked against the default's first.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -62,9 +65,10 @@ def main() -> None:
     specs = dict(v.split("=", 1) for v in args.variant) if args.variant else DEFAULT_VARIANTS
     if not cpu_native.available():
         sys.exit("the C kernel does not build here (see the log)")
-    kernels = {"default": cpu_native.inference_experts} | {
-        name: cpu_native.variant(*defines.split()) for name, defines in specs.items()
-    }
+    kernels = {
+        "default": cpu_native.inference_experts,
+        "packed per call": functools.partial(cpu_native.inference_experts, prepack=False),
+    } | {name: cpu_native.variant(*defines.split()) for name, defines in specs.items()}
     gen = torch.Generator().manual_seed(0)
     e, h, i = args.experts, args.hidden, args.inter
     gate_up = torch.randn(e, 2 * i, h, generator=gen) * h**-0.5
@@ -84,8 +88,9 @@ def main() -> None:
         weights, ids = route(torch.randn(tokens, e, generator=gen), args.top_k, True)
         want = kernels["default"](x, gate_up, down, weights, ids)
         for name, kernel in kernels.items():
-            got = kernel(x, gate_up, down, weights, ids)
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
+            for _ in range(2):  # the second call packs the weights, where it does (prepack)
+                got = kernel(x, gate_up, down, weights, ids)
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
         rounds: list[dict[str, float]] = []
         end = time.monotonic() + args.seconds
         while time.monotonic() < end or len(rounds) < 3:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from moeplane.kernels import torch_path
 
@@ -51,6 +52,10 @@ _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _SCRATCH_KEEP_BYTES = torch_path.DEFAULT_TUNING.native_max_scratch_bytes
 _buffers = threading.local()  # scratch per calling thread (ctypes calls run without the GIL)
+# weight tensor -> ((data_ptr, version, shape) it had, {id(library): its packed copy, or None
+# when seen once})
+_packed_weights: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_packed_lock = threading.Lock()
 
 
 def available() -> bool:
@@ -73,6 +78,8 @@ def inference_experts(
     weights: torch.Tensor,
     expert_ids: torch.Tensor,
     first_expert: int = 0,
+    *,
+    prepack: bool | None = None,
 ) -> torch.Tensor:
     """Weighted sum of SwiGLU experts per token, forward only, float32 on CPU.
 
@@ -82,13 +89,18 @@ def inference_experts(
             ``first_expert .. first_expert + G - 1``.
         weights: ``(T, top_k)`` routing weights; expert_ids ``(T, top_k)``
             global ids (pairs routed outside the ``G`` experts add zero).
+        prepack: use (and keep, while the weight tensors live unchanged) copies
+            of the weights packed for the packed path: True packs now, False
+            never, None when ``torch_path.prepack`` says so.
 
     Returns:
         ``(T, H)``.
     """
     lib = _library()
     assert lib is not None, "the C kernel is not available (see available())"
-    return _run(lib, hidden, gate_up_proj, down_proj, weights, expert_ids, first_expert)
+    return _run(
+        lib, hidden, gate_up_proj, down_proj, weights, expert_ids, first_expert, prepack=prepack
+    )
 
 
 def variant(*defines: str, openmp: bool = True) -> Callable[..., torch.Tensor]:
@@ -110,16 +122,19 @@ def _run(
     weights: torch.Tensor,
     expert_ids: torch.Tensor,
     first_expert: int = 0,
+    *,
+    prepack: bool | None = None,
 ) -> torch.Tensor:
     assert hidden.dtype == gate_up_proj.dtype == down_proj.dtype == torch.float32
     assert not (hidden.requires_grad and torch.is_grad_enabled()), "forward only"
     tokens, size = hidden.shape
     num_experts, inter = down_proj.size(0), down_proj.size(-1)
     top_k = expert_ids.size(1)
+    rows = tokens * top_k
+    packed = [_packed(lib, w, rows, num_experts, prepack) for w in (gate_up_proj, down_proj)]
     hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
     expert_ids = expert_ids.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
-    rows = tokens * top_k
     out = torch.empty_like(hidden)
     threads = torch.get_num_threads()
     floats = _scratch(
@@ -130,6 +145,7 @@ def _run(
         hidden.data_ptr(),
         gate_up_proj.data_ptr(),
         down_proj.data_ptr(),
+        *(None if p is None else p.data_ptr() for p in packed),
         expert_ids.data_ptr(),
         weights.data_ptr(),
         tokens,
@@ -144,6 +160,31 @@ def _run(
         threads,
     )
     return out
+
+
+def _packed(
+    lib: ctypes.CDLL, w: torch.Tensor, rows: int, num_experts: int, prepack: bool | None
+) -> torch.Tensor | None:
+    """``w`` (E, N, K) packed by ``lib``'s ``moe_pack_weights`` (builds differ in panel
+    width), kept while ``w`` lives unchanged (same storage, no in-place update since), or
+    None: the call packs block by block. A tensor is packed on the second call that passes
+    it (a view made per call is never seen twice)."""
+    if prepack is False or not w.is_contiguous():
+        return None
+    key = (w.data_ptr(), w._version, tuple(w.shape))
+    with _packed_lock:
+        known = _packed_weights.get(w)
+        copies = known[1] if known is not None and known[0] == key else {}
+        seen = id(lib) in copies
+        if copies.get(id(lib)) is not None:
+            return copies[id(lib)]
+        out = None
+        if prepack or torch_path.prepack(rows, num_experts, seen):
+            experts, n, k = w.shape
+            out = torch.empty(lib.moe_packed_floats(experts, n, k), dtype=torch.float32)
+            lib.moe_pack_weights(w.data_ptr(), experts, n, k, out.data_ptr())
+        _packed_weights[w] = (key, copies | {id(lib): out})
+        return out
 
 
 def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -175,7 +216,11 @@ def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     lib.moe_small_scratch_floats.restype = _I64
     lib.moe_small_scratch_ints.argtypes = [_I64, _I64]
     lib.moe_small_scratch_ints.restype = _I64
-    lib.moe_small_experts.argtypes = [_PTR] * 5 + [_I64] * 6 + [_PTR] * 3 + [ctypes.c_int]
+    lib.moe_small_experts.argtypes = [_PTR] * 7 + [_I64] * 6 + [_PTR] * 3 + [ctypes.c_int]
+    lib.moe_packed_floats.argtypes = [_I64, _I64, _I64]
+    lib.moe_packed_floats.restype = _I64
+    lib.moe_pack_weights.argtypes = [_PTR, _I64, _I64, _I64, _PTR]
+    lib.moe_pack_weights.restype = None
     lib.moe_small_experts.restype = None
     return lib
 

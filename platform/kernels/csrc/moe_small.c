@@ -251,9 +251,12 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #endif
 /* Packing costs a transpose per block; with the next block prefetched during the passes the
  * packed path beat dot products from 16 rows per expert on Zen 4 (1.1x) and tied at 8. On the
- * Xeon dot products in blocks of 3 rows won up to 24 rows (1.04-1.07x at 12-24). */
+ * Xeon, with the weights packed before the call (moe_pack_weights, what steady use runs), it beat
+ * them from 9 rows (1.03-1.06x at 12-16 rows, 1.17x at 24, against dot products up to 24 rows);
+ * packing in the call, dot products were 1.04-1.07x faster at 12-24 rows. One switch point for
+ * both, so that packing before the call changes no float. */
 #ifndef PACKED_MIN_ROWS
-#define PACKED_MIN_ROWS (TUNE_ZEN ? 12 : 25)
+#define PACKED_MIN_ROWS (TUNE_ZEN ? 12 : 9)
 #endif
 /* How the passes over a packed block fetch the next one: spread over all of them (each its
  * share of the lines), so that the stream from memory runs through the whole block's compute;
@@ -316,12 +319,13 @@ static void pack(const float *w, int64_t ld, int64_t n, int64_t k, float *out, i
         for (int64_t i = 0; i < width; i++) out[c * width + i] = i < n ? w[i * ld + c] : 0.0f;
 }
 
-/* y[m * ldy + i] = sum_c x[m * ldx + c] * wp[c * NR + i] for m < M, i < n (<= NR). */
+/* y[m * ldy + i] = sum_c x[m * ldx + c] * wp[c * NR + off + i] for m < M, i < n
+ * (off + n <= NR). */
 static inline __attribute__((always_inline)) void outer_block(const int M, const float *wp,
                                                               int64_t k, const float *x,
                                                               int64_t ldx, float *y,
-                                                              int64_t ldy, int64_t n,
-                                                              const float *ahead,
+                                                              int64_t ldy, int64_t off,
+                                                              int64_t n, const float *ahead,
                                                               uint64_t lines_per_step) {
     vec acc[MR][2];
     for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = (vec){0};
@@ -343,24 +347,25 @@ static inline __attribute__((always_inline)) void outer_block(const int M, const
             float t[NR];
             store(t, acc[m][0]);
             store(t + LANES, acc[m][1]);
-            memcpy(y + m * ldy, t, n * sizeof(float));
+            memcpy(y + m * ldy, t + off, n * sizeof(float));
         }
     }
 }
 
 static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx, float *y,
-                  int64_t ldy, int64_t n, const float *ahead, uint64_t lines_per_step) {
+                  int64_t ldy, int64_t off, int64_t n, const float *ahead,
+                  uint64_t lines_per_step) {
     switch (m) {
-    case 1: outer_block(1, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
-    case 2: outer_block(2, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
-    case 3: outer_block(3, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
-    case 4: outer_block(4, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
-    case 5: outer_block(5, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 1: outer_block(1, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 2: outer_block(2, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 3: outer_block(3, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 4: outer_block(4, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 5: outer_block(5, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
 #if MR > 6
-    case 6: outer_block(6, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
-    case 7: outer_block(7, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    case 6: outer_block(6, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 7: outer_block(7, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
 #endif
-    default: outer_block(MR, wp, k, x, ldx, y, ldy, n, ahead, lines_per_step); break;
+    default: outer_block(MR, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
     }
 }
 
@@ -503,12 +508,17 @@ static int64_t row_at_cost(int64_t cost, const int64_t *counts, int64_t n_active
     return n_active * per_expert;
 }
 
+/* Floats of n_experts experts' (rows, k) weights packed by moe_pack_weights. */
+int64_t moe_packed_floats(int64_t n_experts, int64_t rows, int64_t k) {
+    return n_experts * ((rows + NR - 1) / NR) * NR * k;
+}
+
 /* Weight rows lo .. hi - 1 (flat index a * per_expert + j over the active experts) times their
  * experts' token rows: y[r, j] = dot(w_e[j, :k], x[r, :k]). */
-static void rows_between(int64_t lo, int64_t hi, const float *w, int64_t per_expert, int64_t k,
-                         const float *x, int64_t ldx, float *y, int64_t ldy,
-                         const int64_t *active, const int64_t *start, const int64_t *counts,
-                         int64_t n_active, float *wp) {
+static void rows_between(int64_t lo, int64_t hi, const float *w, const float *packed,
+                         int64_t per_expert, int64_t k, const float *x, int64_t ldx, float *y,
+                         int64_t ldy, const int64_t *active, const int64_t *start,
+                         const int64_t *counts, int64_t n_active, float *wp) {
     for (int64_t a = lo / per_expert; a < n_active && a * per_expert < hi; a++) {
         const int64_t j0 = max64(lo - a * per_expert, 0), j1 = min64(hi - a * per_expert, per_expert);
         const float *we = w + active[a] * per_expert * k;
@@ -518,18 +528,31 @@ static void rows_between(int64_t lo, int64_t hi, const float *w, int64_t per_exp
             continue;
         }
         if (rows >= PACKED_MIN_ROWS) {
-            for (int64_t b = j0; b < j1; b += NR) {
-                const int64_t n = min64(NR, j1 - b);
-                pack(we + b * k, k, n, k, wp, NR);
+            for (int64_t b = j0, n; b < j1; b += n) {
+                /* a block of NR rows: packed now, or the panel of the weights packed before
+                 * (moe_pack_weights) that holds row b, of which rows off .. off + n - 1 */
+                const int64_t off = packed ? b % NR : 0;
+                n = min64(NR - off, j1 - b);
+                const float *block, *next;
+                if (packed) {
+                    block = packed + active[a] * moe_packed_floats(1, per_expert, k);
+                    block += (b - off) * k;
+                    next = block + NR * k; /* the next panel, or the next expert's first */
+                } else {
+                    pack(we + b * k, k, n, k, wp, NR);
+                    block = wp;
+                    next = we + (b + NR) * k;
+                }
                 /* while the passes compute, they fetch the next block into L2, so that packing
-                 * it does not wait on memory: pass p of P its lines L p / P .. L (p + 1) / P */
-                const float *next = we + (b + NR) * k;
+                 * it (or reading its panel) does not wait on memory: pass p of P its lines
+                 * L p / P .. L (p + 1) / P */
                 const int64_t lines = NR * k / 16, passes = (rows + MR - 1) / MR;
                 for (int64_t r0 = 0, p = 0; r0 < rows; r0 += MR, p++) {
                     const int64_t from = SPREAD_PASSES ? lines * p / passes : p * k;
-                    const int64_t to = SPREAD_PASSES ? lines * (p + 1) / passes : min64((p + 1) * k, lines);
-                    outer((int)min64(MR, rows - r0), wp, k, x + (first + r0) * ldx, ldx,
-                          y + (first + r0) * ldy + b, ldy, n,
+                    const int64_t to =
+                        SPREAD_PASSES ? lines * (p + 1) / passes : min64((p + 1) * k, lines);
+                    outer((int)min64(MR, rows - r0), block, k, x + (first + r0) * ldx, ldx,
+                          y + (first + r0) * ldy + b, ldy, off, n,
                           from < to ? next + from * 16 : NULL,
                           (uint64_t)min64(to - from, k) * ((uint64_t)1 << 32) / (uint64_t)k);
                 }
@@ -578,8 +601,8 @@ static void fill_queues(queue *queues, int threads) {
  * memory (the prefetchers and PREFETCH_AHEAD run on into its next rows), then takes units
  * left at the end of others' runs: on a shared host one core can run 1.2-1.5x slower than the
  * other for a while. Which thread computes a unit does not change any float. */
-static void expert_rows(const float *w, int64_t per_expert, int64_t k, const float *x,
-                        int64_t ldx, float *y, int64_t ldy, const int64_t *active,
+static void expert_rows(const float *w, const float *packed, int64_t per_expert, int64_t k,
+                        const float *x, int64_t ldx, float *y, int64_t ldy, const int64_t *active,
                         const int64_t *start, const int64_t *counts, int64_t n_active,
                         queue *queues, int threads, int t, float *wp) {
     int64_t total = 0;
@@ -601,7 +624,22 @@ static void expert_rows(const float *w, int64_t per_expert, int64_t k, const flo
         }
         rows_between(row_at_cost(total * u / units, counts, n_active, per_expert),
                      row_at_cost(total * (u + 1) / units, counts, n_active, per_expert), w,
-                     per_expert, k, x, ldx, y, ldy, active, start, counts, n_active, wp);
+                     packed, per_expert, k, x, ldx, y, ldy, active, start, counts, n_active, wp);
+    }
+}
+
+/* Weights packed once for the packed path (experts with PACKED_MIN_ROWS rows or more), so that
+ * a call does not transpose them again (the same floats as packing in the call): w (n_experts, rows, k) as panels of NR rows (the
+ * last one zero-padded), out[e * moe_packed_floats(1, rows, k) + p * NR * k + c * NR + i] =
+ * w[e, p * NR + i, c]. The caller keeps the copy while the weights do not change (cpu_native).
+ * On the Xeon (E64): 1.12x faster at 128 tokens, 1.18-1.24x at 192-512, 1.08x at 2048. */
+void moe_pack_weights(const float *w, int64_t n_experts, int64_t rows, int64_t k, float *out) {
+    const int64_t panels = (rows + NR - 1) / NR;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n_experts * panels; i++) {
+        const int64_t e = i / panels, p = i % panels;
+        pack(w + (e * rows + p * NR) * k, k, min64(NR, rows - p * NR), k,
+             out + e * moe_packed_floats(1, rows, k) + p * NR * k, NR);
     }
 }
 
@@ -609,11 +647,14 @@ static void expert_rows(const float *w, int64_t per_expert, int64_t k, const flo
  * first .. first + n_experts - 1 only (pairs routed elsewhere add zero).
  *
  * hidden (T, H); gate_up (n_experts, 2I, H) and down (n_experts, H, I), contiguous, for
- * those experts; expert_ids (T, K) global ids; weights (T, K); out (T, H), fully written.
+ * those experts; gate_up_packed and down_packed: the same packed by moe_pack_weights, or NULL
+ * (packed block by block in the call); expert_ids (T, K) global ids; weights (T, K); out (T, H),
+ * fully written.
  * Scratch: moe_small_scratch_floats(T * K, H, I, threads) floats, moe_small_scratch_ints(T * K,
  * n_experts) int64s. Runs on `threads` threads of the calling thread's OpenMP pool.
  */
 void moe_small_experts(const float *hidden, const float *gate_up, const float *down,
+                       const float *gate_up_packed, const float *down_packed,
                        const int64_t *expert_ids, const float *weights, int64_t T, int64_t K,
                        int64_t first, int64_t n_experts, int64_t H, int64_t I, float *out,
                        float *fscratch, int64_t *iscratch, int threads) {
@@ -667,14 +708,14 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
         for (int64_t r = 0; r < R; r++)
             memcpy(xs + r * ldh, hidden + token_of[r] * H, H * sizeof(float));
         float *wp = packed + t * PACK_ROWS * (H > I ? H : I);
-        expert_rows(gate_up, 2 * I, H, xs, ldh, gu, 2 * I, active, start, counts, n_active,
-                    gate_up_units, threads, t, wp);
+        expert_rows(gate_up, gate_up_packed, 2 * I, H, xs, ldh, gu, 2 * I, active, start, counts,
+                    n_active, gate_up_units, threads, t, wp);
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++)
             swiglu(gu + r * 2 * I, gu + r * 2 * I + I, act + r * ldi, I);
-        expert_rows(down, H, I, act, ldi, ys, H, active, start, counts, n_active, down_units,
-                    threads, t, wp);
+        expert_rows(down, down_packed, H, I, act, ldi, ys, H, active, start, counts, n_active,
+                    down_units, threads, t, wp);
 #pragma omp barrier
         /* Combine: each thread owns a range of columns of out, so no two write one float. */
         const int64_t c0 = H * t / nt, c1 = H * (t + 1) / nt;

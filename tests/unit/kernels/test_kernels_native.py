@@ -152,12 +152,14 @@ def _on_threads(threads, fn, *args, **kwargs):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("prepack", [False, True], ids=["packed per call", "prepacked"])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_native_gives_the_same_sums_on_any_thread_count(threads):
-    # 24 rows per expert (token tiles on AVX2); threads split experts' weight rows
+def test_native_gives_the_same_sums_on_any_thread_count(threads, prepack):
+    # 24 rows per expert (token tiles on AVX2); threads split experts' weight rows. (Which
+    # path runs depends on prepacking, so both calls take the same setting.)
     problem = _problem(48, 8, 4, 80, 40, torch.float32)
-    one = _on_threads(1, experts, *problem, backend="native")
-    many = _on_threads(threads, experts, *problem, backend="native")
+    one = _on_threads(1, cpu_native.inference_experts, *problem, prepack=prepack)
+    many = _on_threads(threads, cpu_native.inference_experts, *problem, prepack=prepack)
     # every output float is computed by one thread in a fixed order: bitwise equal
     assert torch.equal(one, many)
 
@@ -173,12 +175,13 @@ def test_one_thread_build_takes_every_threads_share():
     assert torch.equal(got, _on_threads(3, experts, *problem, backend="native"))
 
 
-def test_every_build_variant_gives_the_same_sums_on_2_and_3_threads(variant):
+@pytest.mark.parametrize("prepack", [False, True], ids=["packed per call", "prepacked"])
+def test_every_build_variant_gives_the_same_sums_on_2_and_3_threads(variant, prepack):
     # experts of 2-30 rows: dot products, token tiles or packed weights, by variant
     problem = _problem(40, 8, 3, 72, 40, torch.float32)
-    one = _on_threads(1, variant, *problem)
-    assert torch.equal(one, _on_threads(2, variant, *problem))
-    assert torch.equal(one, _on_threads(3, variant, *problem))
+    one = _on_threads(1, variant, *problem, prepack=prepack)
+    assert torch.equal(one, _on_threads(2, variant, *problem, prepack=prepack))
+    assert torch.equal(one, _on_threads(3, variant, *problem, prepack=prepack))
 
 
 def test_native_runs_in_torchs_openmp_runtime():
@@ -268,3 +271,65 @@ def test_native_with_no_rows_gives_zeros():
     assert torch.equal(got, torch.zeros_like(x))
     empty = experts(x[:0], gate_up, down, weights[:0], ids[:0], backend="native")
     assert empty.shape == (0, 32)
+
+
+# and experts of 50-150 rows, split among threads inside experts at rows that are not a multiple
+# of a packed panel's (the panel holding the first row is read from an offset)
+PREPACK_SHAPES = [*NATIVE_SHAPES, (300, 4, 2, 72, 40), (200, 3, 1, 37, 13)]
+
+
+@pytest.mark.parametrize("shape", PREPACK_SHAPES, ids=str)
+def test_prepacked_weights_give_the_same_sums(variant, shape):
+    # packing the weights before the call changes where they come from, not the path or a float
+    problem = _problem(*shape, torch.float32)
+    want = variant(*problem, prepack=False)
+    torch.testing.assert_close(want, ref_experts(*problem), rtol=1e-4, atol=1e-4)
+    for threads in (1, 2, 3):
+        assert torch.equal(_on_threads(threads, variant, *problem, prepack=True), want)
+
+
+def test_weights_are_packed_on_their_second_call_and_repacked_after_an_update():
+    x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=5)
+    lib = id(cpu_native._library())
+
+    def packed(w):
+        return cpu_native._packed_weights[w][1][lib]
+
+    first = cpu_native.inference_experts(x, gate_up, down, weights, ids)
+    assert packed(gate_up) is None and packed(down) is None  # seen once: not yet
+    assert torch.equal(cpu_native.inference_experts(x, gate_up, down, weights, ids), first)
+    copy = packed(gate_up)
+    assert copy is not None and copy.numel() >= gate_up.numel() and packed(down) is not None
+    assert torch.equal(cpu_native.inference_experts(x, gate_up, down, weights, ids), first)
+    assert packed(gate_up) is copy  # kept
+    # another build packs its own copy (panels of its vector width)
+    other = cpu_native.variant("-DLANES=8", "-DTUNE_ZEN=1")
+    torch.testing.assert_close(other(x, gate_up, down, weights, ids, prepack=True), first)
+    assert packed(gate_up) is copy and len(cpu_native._packed_weights[gate_up][1]) == 2
+    gate_up.mul_(0.5)  # an in-place update (an optimizer step) bumps the version
+    updated = cpu_native.inference_experts(x, gate_up, down, weights, ids, prepack=True)
+    assert packed(gate_up) is not copy
+    torch.testing.assert_close(
+        updated, ref_experts(x, gate_up, down, weights, ids), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_views_made_per_call_and_decode_calls_are_never_packed():
+    x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=6)
+    views = [(gate_up[1:3], down[1:3]) for _ in range(3)]  # a shard's slice taken per call
+    for gate_up_view, down_view in views:
+        cpu_native.inference_experts(x, gate_up_view, down_view, weights, ids, first_expert=1)
+    lib = id(cpu_native._library())
+    assert all(cpu_native._packed_weights[w][1][lib] is None for pair in views for w in pair)
+    few = _problem(4, 4, 2, 48, 24, torch.float32, seed=7)  # 2 rows per expert: dot products
+    for _ in range(3):
+        cpu_native.inference_experts(*few)
+    assert cpu_native._packed_weights[few[1]][1][lib] is None
+
+
+def test_prepack_decision():
+    assert not torch_path.prepack(4096, 64, seen_before=False)
+    assert torch_path.prepack(4096, 64, seen_before=True)
+    assert not torch_path.prepack(64 * 8, 64, seen_before=True)  # decode sizes: dot products
+    never = torch_path.TorchPathTuning(native_prepack_rows_per_expert=float("inf"))
+    assert not torch_path.prepack(10**6, 1, True, never)
