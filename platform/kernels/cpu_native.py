@@ -2,10 +2,13 @@
 
 One C call sorts the routed pairs by expert, gathers the rows, reads every
 active expert's weights once for all of its rows (dot products at decode
-sizes, a packed GEMM microkernel from 12 rows per expert) and fuses SwiGLU,
-the routing weight and the sum over top-k: no Python work per expert and no
-per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It was faster
-than the oneDNN expert loop at every size measured (docs/kernels.md).
+sizes, a packed GEMM microkernel from 9-12 rows per expert, by CPU family) and
+fuses SwiGLU, the routing weight and the sum over top-k: no Python work per
+expert and no per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It
+was faster than the oneDNN expert loop at every size measured
+(docs/kernels.md). The packed microkernel's weight panels are packed once per
+weight tensor and kept while it lives unchanged (``_packed``; as much memory
+again for the experts' weights, no float changes).
 
 It runs in torch's own OpenMP pool, on ``torch.get_num_threads()`` threads:
 the library is built with ``-fopenmp`` and links ``libgomp.so.1``, which the
@@ -131,7 +134,7 @@ def _run(
     num_experts, inter = down_proj.size(0), down_proj.size(-1)
     top_k = expert_ids.size(1)
     rows = tokens * top_k
-    packed = [_packed(lib, w, rows, num_experts, prepack) for w in (gate_up_proj, down_proj)]
+    packed = [_packed(lib, w, expert_ids, first_expert, prepack) for w in (gate_up_proj, down_proj)]
     hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
     expert_ids = expert_ids.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
@@ -163,7 +166,11 @@ def _run(
 
 
 def _packed(
-    lib: ctypes.CDLL, w: torch.Tensor, rows: int, num_experts: int, prepack: bool | None
+    lib: ctypes.CDLL,
+    w: torch.Tensor,
+    expert_ids: torch.Tensor,
+    first_expert: int,
+    prepack: bool | None,
 ) -> torch.Tensor | None:
     """``w`` (E, N, K) packed by ``lib``'s ``moe_pack_weights`` (builds differ in panel
     width), kept while ``w`` lives unchanged (same storage, no in-place update since), or
@@ -179,12 +186,25 @@ def _packed(
         if copies.get(id(lib)) is not None:
             return copies[id(lib)]
         out = None
-        if prepack or torch_path.prepack(rows, num_experts, seen):
+        if prepack or (
+            prepack is None
+            and seen
+            and torch_path.prepack(
+                _max_rows(expert_ids, first_expert, w.size(0)), lib.moe_packed_min_rows(), seen
+            )
+        ):
             experts, n, k = w.shape
             out = torch.empty(lib.moe_packed_floats(experts, n, k), dtype=torch.float32)
             lib.moe_pack_weights(w.data_ptr(), experts, n, k, out.data_ptr())
         _packed_weights[w] = (key, copies | {id(lib): out})
         return out
+
+
+def _max_rows(expert_ids: torch.Tensor, first: int, num_experts: int) -> int:
+    """The most (token, k) pairs any of the experts ``first .. first + num_experts - 1`` has."""
+    local = expert_ids.reshape(-1).to(torch.int64) - first
+    local = local[(local >= 0) & (local < num_experts)]
+    return int(torch.bincount(local, minlength=num_experts).max()) if local.numel() else 0
 
 
 def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -221,6 +241,8 @@ def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     lib.moe_packed_floats.restype = _I64
     lib.moe_pack_weights.argtypes = [_PTR, _I64, _I64, _I64, _PTR]
     lib.moe_pack_weights.restype = None
+    lib.moe_packed_min_rows.argtypes = []
+    lib.moe_packed_min_rows.restype = _I64
     lib.moe_small_experts.restype = None
     return lib
 

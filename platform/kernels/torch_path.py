@@ -71,12 +71,11 @@ class TorchPathTuning:
     # cpu_native keeps buffers up to this size per thread.
     native_max_scratch_bytes: int = 256 * 2**20
     # The C kernel keeps a packed copy of a weight tensor (as much memory again)
-    # once a second call with the same tensor has at least this many mean rows
-    # per expert, so that its packed path stops transposing the weights on every
-    # call (and runs from 9 rows per expert): 1.12x faster at 128 tokens, 1.16-
-    # 1.24x at 192-512, 1.07-1.10x at 2048 (Xeon, E64 and E128). inf: never
-    # (decode-only processes never pack).
-    native_prepack_rows_per_expert: float = 9
+    # once a second call with the same tensor has an expert with enough rows for
+    # its packed path, which then stops transposing the weights on every call:
+    # 1.17-1.30x faster at 128-512 tokens (Xeon, E64 and E128). Decode-only
+    # processes never pack. False: never.
+    native_prepack: bool = True
 
     def __post_init__(self) -> None:
         assert self.cpu_loop_min_rows_per_expert >= 1
@@ -135,12 +134,15 @@ def use_native(
 
 
 def prepack(
-    num_rows: int, num_experts: int, seen_before: bool, tuning: TorchPathTuning = DEFAULT_TUNING
+    max_rows_per_expert: int,
+    packed_min_rows: int,
+    seen_before: bool,
+    tuning: TorchPathTuning = DEFAULT_TUNING,
 ) -> bool:
     """Whether the C kernel packs a weight tensor now and keeps the copy: on the second
-    call with that tensor (not a view made per call), when the call has enough rows per
-    expert for the packed path."""
-    return seen_before and num_rows / max(num_experts, 1) >= tuning.native_prepack_rows_per_expert
+    call with that tensor (not a view made per call), once an expert has the rows
+    (``packed_min_rows``, the build's) for the packed path."""
+    return tuning.native_prepack and seen_before and max_rows_per_expert >= packed_min_rows
 
 
 def cpu_gemm(

@@ -508,6 +508,9 @@ static int64_t row_at_cost(int64_t cost, const int64_t *counts, int64_t n_active
     return n_active * per_expert;
 }
 
+/* Token rows per expert from which the packed path runs (for callers deciding to pack). */
+int64_t moe_packed_min_rows(void) { return PACKED_MIN_ROWS; }
+
 /* Floats of n_experts experts' (rows, k) weights packed by moe_pack_weights. */
 int64_t moe_packed_floats(int64_t n_experts, int64_t rows, int64_t k) {
     return n_experts * ((rows + NR - 1) / NR) * NR * k;

@@ -328,8 +328,12 @@ def test_views_made_per_call_and_decode_calls_are_never_packed():
 
 
 def test_prepack_decision():
-    assert not torch_path.prepack(4096, 64, seen_before=False)
-    assert torch_path.prepack(4096, 64, seen_before=True)
-    assert not torch_path.prepack(64 * 8, 64, seen_before=True)  # decode sizes: dot products
-    never = torch_path.TorchPathTuning(native_prepack_rows_per_expert=float("inf"))
-    assert not torch_path.prepack(10**6, 1, True, never)
+    assert not torch_path.prepack(30, 9, seen_before=False)
+    assert torch_path.prepack(9, 9, seen_before=True)
+    assert not torch_path.prepack(8, 9, seen_before=True)  # decode sizes: dot products only
+    never = torch_path.TorchPathTuning(native_prepack=False)
+    assert not torch_path.prepack(10**6, 9, True, never)
+    ids = torch.tensor([[5, 6], [5, 7], [5, 6], [1, 2]])
+    assert cpu_native._max_rows(ids, 0, 8) == 3
+    assert cpu_native._max_rows(ids, 6, 2) == 2  # a shard of experts 6-7 counts its own pairs
+    assert cpu_native._max_rows(ids, 20, 4) == 0
