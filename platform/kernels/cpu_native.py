@@ -55,8 +55,8 @@ _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _SCRATCH_KEEP_BYTES = torch_path.DEFAULT_TUNING.native_max_scratch_bytes
 _buffers = threading.local()  # scratch per calling thread (ctypes calls run without the GIL)
-# weight tensor -> ((data_ptr, version, shape) it had, {id(library): its packed copy, or None
-# when seen once})
+# weight tensor -> ((data_ptr, version, shape) it had, {id(library): its packed copy, or the
+# most rows an expert had in a call that passed it, enough for the packed path: pack next})
 _packed_weights: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _packed_lock = threading.Lock()
 
@@ -134,7 +134,7 @@ def _run(
     num_experts, inter = down_proj.size(0), down_proj.size(-1)
     top_k = expert_ids.size(1)
     rows = tokens * top_k
-    packed = [_packed(lib, w, expert_ids, first_expert, prepack) for w in (gate_up_proj, down_proj)]
+    packed = [_packed(lib, w, prepack) for w in (gate_up_proj, down_proj)]
     hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
     expert_ids = expert_ids.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
@@ -144,7 +144,7 @@ def _run(
         "floats", lib.moe_small_scratch_floats(rows, size, inter, threads), torch.float32
     )
     ints = _scratch("ints", lib.moe_small_scratch_ints(rows, num_experts), torch.int64)
-    lib.moe_small_experts(
+    most = lib.moe_small_experts(
         hidden.data_ptr(),
         gate_up_proj.data_ptr(),
         down_proj.data_ptr(),
@@ -162,49 +162,56 @@ def _run(
         ints.data_ptr(),
         threads,
     )
+    if prepack is None:
+        _note_rows(lib, (gate_up_proj, down_proj), packed, most)
     return out
 
 
-def _packed(
-    lib: ctypes.CDLL,
-    w: torch.Tensor,
-    expert_ids: torch.Tensor,
-    first_expert: int,
-    prepack: bool | None,
-) -> torch.Tensor | None:
+def _packed(lib: ctypes.CDLL, w: torch.Tensor, prepack: bool | None) -> torch.Tensor | None:
     """``w`` (E, N, K) packed by ``lib``'s ``moe_pack_weights`` (builds differ in panel
     width), kept while ``w`` lives unchanged (same storage, no in-place update since), or
-    None: the call packs block by block. A tensor is packed on the second call that passes
-    it (a view made per call is never seen twice)."""
-    if prepack is False or not w.is_contiguous():
+    None: the call packs block by block. With ``prepack`` None a tensor is packed on the
+    call after one whose busiest expert had the rows for the packed path (``_note_rows``,
+    ``torch_path.prepack``; a view made per call is never seen twice). Decode calls cost a
+    dict lookup here and no torch op: with cold caches each op costs ~0.1 ms, a twentieth
+    of a one-token layer."""
+    known = _packed_weights.get(w)
+    if prepack is False or (known is None and not prepack):
         return None
     key = (w.data_ptr(), w._version, tuple(w.shape))
     with _packed_lock:
         known = _packed_weights.get(w)
         copies = known[1] if known is not None and known[0] == key else {}
-        seen = id(lib) in copies
-        if copies.get(id(lib)) is not None:
-            return copies[id(lib)]
-        out = None
-        if prepack or (
-            prepack is None
-            and seen
-            and torch_path.prepack(
-                _max_rows(expert_ids, first_expert, w.size(0)), lib.moe_packed_min_rows(), seen
-            )
-        ):
-            experts, n, k = w.shape
-            out = torch.empty(lib.moe_packed_floats(experts, n, k), dtype=torch.float32)
-            lib.moe_pack_weights(w.data_ptr(), experts, n, k, out.data_ptr())
+        state = copies.get(id(lib))
+        if isinstance(state, torch.Tensor):
+            return state
+        if not (prepack or torch_path.prepack(state or 0, lib.packed_min_rows, state is not None)):
+            return None
+        experts, n, k = w.shape
+        out = torch.empty(lib.moe_packed_floats(experts, n, k), dtype=torch.float32)
+        lib.moe_pack_weights(w.data_ptr(), experts, n, k, out.data_ptr())
         _packed_weights[w] = (key, copies | {id(lib): out})
         return out
 
 
-def _max_rows(expert_ids: torch.Tensor, first: int, num_experts: int) -> int:
-    """The most (token, k) pairs any of the experts ``first .. first + num_experts - 1`` has."""
-    local = expert_ids.reshape(-1).to(torch.int64) - first
-    local = local[(local >= 0) & (local < num_experts)]
-    return int(torch.bincount(local, minlength=num_experts).max()) if local.numel() else 0
+def _note_rows(
+    lib: ctypes.CDLL,
+    tensors: tuple[torch.Tensor, ...],
+    packed: list[torch.Tensor | None],
+    most: int,
+) -> None:
+    """After a call whose busiest expert had the rows for the packed path, remember that of
+    each weight tensor not packed yet (contiguous ones): the next call packs it."""
+    if most < lib.packed_min_rows:
+        return
+    with _packed_lock:
+        for w, copy in zip(tensors, packed, strict=True):
+            if copy is not None or not w.is_contiguous():
+                continue
+            key = (w.data_ptr(), w._version, tuple(w.shape))
+            known = _packed_weights.get(w)
+            copies = known[1] if known is not None and known[0] == key else {}
+            _packed_weights[w] = (key, copies | {id(lib): int(most)})
 
 
 def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -243,7 +250,8 @@ def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     lib.moe_pack_weights.restype = None
     lib.moe_packed_min_rows.argtypes = []
     lib.moe_packed_min_rows.restype = _I64
-    lib.moe_small_experts.restype = None
+    lib.packed_min_rows = lib.moe_packed_min_rows()
+    lib.moe_small_experts.restype = _I64
     return lib
 
 

@@ -654,9 +654,10 @@ void moe_pack_weights(const float *w, int64_t n_experts, int64_t rows, int64_t k
  * (packed block by block in the call); expert_ids (T, K) global ids; weights (T, K); out (T, H),
  * fully written.
  * Scratch: moe_small_scratch_floats(T * K, H, I, threads) floats, moe_small_scratch_ints(T * K,
- * n_experts) int64s. Runs on `threads` threads of the calling thread's OpenMP pool.
+ * n_experts) int64s. Runs on `threads` threads of the calling thread's OpenMP pool. Returns the
+ * most rows any of the experts had (what a caller deciding to pack the weights needs).
  */
-void moe_small_experts(const float *hidden, const float *gate_up, const float *down,
+int64_t moe_small_experts(const float *hidden, const float *gate_up, const float *down,
                        const float *gate_up_packed, const float *down_packed,
                        const int64_t *expert_ids, const float *weights, int64_t T, int64_t K,
                        int64_t first, int64_t n_experts, int64_t H, int64_t I, float *out,
@@ -691,6 +692,8 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
             counts[n_active++] = start[e + 1] - start[e];
         }
     const int64_t R = start[n_experts];
+    int64_t most = 0;
+    for (int64_t a = 0; a < n_active; a++) most = max64(most, counts[a]);
     const int64_t ldh = H + PAD, ldi = I + PAD;
     float *xs = row_w + T * K;     /* (R, ldh) gathered rows */
     float *gu = xs + R * ldh;      /* (R, 2I) gate | up */
@@ -731,4 +734,5 @@ void moe_small_experts(const float *hidden, const float *gate_up, const float *d
             for (int64_t c = c0; c < c1; c++) o[c] = __builtin_fmaf(w, y[c], o[c]);
         }
     }
+    return most;
 }

@@ -293,7 +293,8 @@ def test_weights_are_packed_on_their_second_call_and_repacked_after_an_update():
     lib = id(cpu_native._library())
 
     def packed(w):
-        return cpu_native._packed_weights[w][1][lib]
+        copy = cpu_native._packed_weights[w][1][lib]
+        return copy if isinstance(copy, torch.Tensor) else None
 
     first = cpu_native.inference_experts(x, gate_up, down, weights, ids)
     assert packed(gate_up) is None and packed(down) is None  # seen once: not yet
@@ -320,11 +321,11 @@ def test_views_made_per_call_and_decode_calls_are_never_packed():
     for gate_up_view, down_view in views:
         cpu_native.inference_experts(x, gate_up_view, down_view, weights, ids, first_expert=1)
     lib = id(cpu_native._library())
-    assert all(cpu_native._packed_weights[w][1][lib] is None for pair in views for w in pair)
+    assert all(isinstance(cpu_native._packed_weights[w][1][lib], int) for p in views for w in p)
     few = _problem(4, 4, 2, 48, 24, torch.float32, seed=7)  # 2 rows per expert: dot products
     for _ in range(3):
         cpu_native.inference_experts(*few)
-    assert cpu_native._packed_weights[few[1]][1][lib] is None
+    assert few[1] not in cpu_native._packed_weights  # never noted, never packed
 
 
 def test_prepack_decision():
@@ -333,7 +334,12 @@ def test_prepack_decision():
     assert not torch_path.prepack(8, 9, seen_before=True)  # decode sizes: dot products only
     never = torch_path.TorchPathTuning(native_prepack=False)
     assert not torch_path.prepack(10**6, 9, True, never)
-    ids = torch.tensor([[5, 6], [5, 7], [5, 6], [1, 2]])
-    assert cpu_native._max_rows(ids, 0, 8) == 3
-    assert cpu_native._max_rows(ids, 6, 2) == 2  # a shard of experts 6-7 counts its own pairs
-    assert cpu_native._max_rows(ids, 20, 4) == 0
+    # the C kernel reports the busiest expert's rows (a shard: its own experts only)
+    x, gate_up, down, weights, _ = _problem(12, 8, 2, 16, 8, torch.float32)
+    ids = torch.tensor([[5, 6]] * 10 + [[5, 7]] * 2)
+    lib = id(cpu_native._library())
+    cpu_native.inference_experts(x, gate_up, down, weights, ids)
+    assert cpu_native._packed_weights[gate_up][1][lib] == 12
+    shard = gate_up[6:8].clone(), down[6:8].clone()
+    cpu_native.inference_experts(x, *shard, weights, ids, first_expert=6)
+    assert cpu_native._packed_weights[shard[0]][1][lib] == 10
