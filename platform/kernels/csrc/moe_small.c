@@ -9,7 +9,8 @@
  *   transposed into tiles and each weight element, read straight from memory, is broadcast
  *   against a tile (a GEMM microkernel with no packing of the weights);
  * - otherwise from PACKED_MIN_ROWS rows: blocks of NR weight rows are transposed once into a
- *   packed buffer and multiplied as outer products (a GEMM microkernel), MR rows at a time.
+ *   packed buffer and multiplied as outer products (a GEMM microkernel), MR rows at a time; or
+ *   the caller packed the weights before (moe_pack_weights) and the blocks are read as they are.
  * Vector width: LANES floats (16 with AVX-512, else 8); accumulators use explicit FMAs, so a
  * float's value does not depend on which code path or thread computed it.
  *
@@ -36,9 +37,9 @@
 
 #define ROWS 8 /* token rows per pass over a block of weights */
 /* Weight rows that every pass of ROWS token rows reads before the next block: on Zen 32 rows
- * (kept in L2); on the Xeon 3 (one step of three rows, kept in L1, so the passes follow each
- * other closely), 1.06-1.12x faster at 8-24 rows per expert and 1.02-1.05x at 8 rows (no
- * rows left over for one-row steps). */
+ * (kept in L2); on the Xeon 3 (one step of three rows, kept in L1, so that the passes follow
+ * each other closely): 1.05-1.06x faster at 8 rows per expert (no rows left over for one-row
+ * steps: 32 = 10 x 3 + 2), 1.12-1.13x at 16 when dot products ran there. */
 #ifndef BLOCK_ROWS
 #define BLOCK_ROWS (TUNE_ZEN ? 32 : 3)
 #endif
