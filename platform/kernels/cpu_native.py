@@ -175,13 +175,12 @@ def _packed(lib: ctypes.CDLL, w: torch.Tensor, prepack: bool | None) -> torch.Te
     ``torch_path.prepack``; a view made per call is never seen twice). Decode calls cost a
     dict lookup here and no torch op: with cold caches each op costs ~0.1 ms, a twentieth
     of a one-token layer."""
-    known = _packed_weights.get(w)
-    if prepack is False or (known is None and not prepack):
+    if prepack is False or not w.is_contiguous():
         return None
-    key = (w.data_ptr(), w._version, tuple(w.shape))
+    if w not in _packed_weights and not prepack:
+        return None
     with _packed_lock:
-        known = _packed_weights.get(w)
-        copies = known[1] if known is not None and known[0] == key else {}
+        key, copies = _entry(w)
         state = copies.get(id(lib))
         if isinstance(state, torch.Tensor):
             return state
@@ -208,10 +207,16 @@ def _note_rows(
         for w, copy in zip(tensors, packed, strict=True):
             if copy is not None or not w.is_contiguous():
                 continue
-            key = (w.data_ptr(), w._version, tuple(w.shape))
-            known = _packed_weights.get(w)
-            copies = known[1] if known is not None and known[0] == key else {}
+            key, copies = _entry(w)
             _packed_weights[w] = (key, copies | {id(lib): int(most)})
+
+
+def _entry(w: torch.Tensor) -> tuple[tuple, dict[int, torch.Tensor | int]]:
+    """``w``'s key now (storage, version, shape) and what is kept for it under that key
+    (nothing once it changed)."""
+    key = (w.data_ptr(), w._version, tuple(w.shape))
+    known = _packed_weights.get(w)
+    return key, known[1] if known is not None and known[0] == key else {}
 
 
 def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:

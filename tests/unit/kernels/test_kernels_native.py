@@ -315,6 +315,14 @@ def test_weights_are_packed_on_their_second_call_and_repacked_after_an_update():
     )
 
 
+def test_non_contiguous_weights_are_never_packed():
+    x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=8)
+    strided = gate_up.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    got = cpu_native.inference_experts(x, strided, down, weights, ids, prepack=True)
+    assert torch.equal(got, cpu_native.inference_experts(x, gate_up, down, weights, ids))
+    assert strided not in cpu_native._packed_weights
+
+
 def test_views_made_per_call_and_decode_calls_are_never_packed():
     x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=6)
     views = [(gate_up[1:3], down[1:3]) for _ in range(3)]  # a shard's slice taken per call
