@@ -343,11 +343,13 @@ def test_prepack_decision():
     never = torch_path.TorchPathTuning(native_prepack=False)
     assert not torch_path.prepack(10**6, 9, True, never)
     # the C kernel reports the busiest expert's rows (a shard: its own experts only)
-    x, gate_up, down, weights, _ = _problem(12, 8, 2, 16, 8, torch.float32)
-    ids = torch.tensor([[5, 6]] * 10 + [[5, 7]] * 2)
+    # (row counts relative to this build's switch point: 9 rows on Xeon, 12 on Zen)
+    m = cpu_native._library().packed_min_rows
+    x, gate_up, down, weights, _ = _problem(m + 3, 8, 2, 16, 8, torch.float32)
+    ids = torch.tensor([[5, 6]] * (m + 1) + [[5, 7]] * 2)
     lib = id(cpu_native._library())
     cpu_native.inference_experts(x, gate_up, down, weights, ids)
-    assert cpu_native._packed_weights[gate_up][1][lib] == 12
+    assert cpu_native._packed_weights[gate_up][1][lib] == m + 3
     shard = gate_up[6:8].clone(), down[6:8].clone()
     cpu_native.inference_experts(x, *shard, weights, ids, first_expert=6)
-    assert cpu_native._packed_weights[shard[0]][1][lib] == 10
+    assert cpu_native._packed_weights[shard[0]][1][lib] == m + 1
