@@ -5,13 +5,15 @@
         --variant "tiles=-DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96"   # any -D knobs of csrc/moe_small.c
 
 Each variant is ``cpu_native.variant(*defines)``; the first column is the default
-build, the second the same with the weights packed block by block in every call
-(``prepack=False``; the others keep packed copies of the weights where
-``torch_path.prepack`` says so). Knobs: TUNE_ZEN (1: the values measured on AMD
+build, the next two the same with the weights packed block by block in every call
+(``prepack=False``) and with packed copies of them kept (``prepack=True``); the
+default and the variants keep copies where their build gains from them
+(``cpu_native.packed_copies``, PREPACK_PAYS). Knobs: TUNE_ZEN (1: the values measured on AMD
 Zen, which the build passes on AMD CPUs; 0: those measured on an Intel Xeon), LANES
 (8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR, BLOCK_ROWS,
 PACKED_MIN_ROWS, SPREAD_PASSES, PREFETCH_AHEAD / PREFETCH_NEAR /
-NEAR_ROWS (prefetch distance in floats, and the passes that take the near one).
+NEAR_ROWS (prefetch distance in floats, and the passes that take the near one),
+PREPACK_PAYS (keep packed copies).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
 every variant, each round starting one variant later (the call right after the
@@ -68,6 +70,7 @@ def main() -> None:
     kernels = {
         "default": cpu_native.inference_experts,
         "packed per call": functools.partial(cpu_native.inference_experts, prepack=False),
+        "packed copies": functools.partial(cpu_native.inference_experts, prepack=True),
     } | {name: cpu_native.variant(*defines.split()) for name, defines in specs.items()}
     gen = torch.Generator().manual_seed(0)
     e, h, i = args.experts, args.hidden, args.inter

@@ -6,9 +6,10 @@ sizes, a packed GEMM microkernel from 9-12 rows per expert, by CPU family) and
 fuses SwiGLU, the routing weight and the sum over top-k: no Python work per
 expert and no per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It
 was faster than the oneDNN expert loop at every size measured
-(docs/kernels.md). The packed microkernel's weight panels are packed once per
-weight tensor and kept while it lives unchanged (``_packed``; as much memory
-again for the experts' weights, no float changes).
+(docs/kernels.md). On CPUs where it pays (``packed_copies``), the packed
+microkernel's weight panels are packed once per weight tensor and kept while it
+lives unchanged (``_packed``; as much memory again for the experts' weights, no
+float changes).
 
 It runs in torch's own OpenMP pool, on ``torch.get_num_threads()`` threads:
 the library is built with ``-fopenmp`` and links ``libgomp.so.1``, which the
@@ -45,7 +46,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from moeplane.kernels import torch_path
 
-__all__ = ["available", "inference_experts", "scratch_bytes", "variant"]
+__all__ = ["available", "inference_experts", "packed_copies", "scratch_bytes", "variant"]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,29 @@ _buffers = threading.local()  # scratch per calling thread (ctypes calls run wit
 # weight tensor -> ((data_ptr, version, shape) it had, {id(library): its packed copy, or the
 # most rows an expert had in a call that passed it, enough for the packed path: pack next})
 _packed_weights: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_COPIES_MODES = ("auto", "on", "off")
+_copies_mode = "auto"  # packed_copies()
 _packed_lock = threading.Lock()
 
 
 def available() -> bool:
     """Whether the C kernel is built (or builds now) and loads."""
     return _library() is not None
+
+
+def packed_copies(mode: str) -> None:
+    """Whether this process keeps packed copies of weight tensors (as much memory again for
+    the experts' weights): ``"auto"`` (the default) where the CPU's build gains from them
+    (``PREPACK_PAYS`` in the C file: 1.1-1.3x at 64-512 tokens on an Intel Xeon with
+    AVX-512, nothing on AMD Zen 3), ``"on"`` or ``"off"``. ``"off"`` also drops the copies
+    kept so far. A serving replica sets it from its deployment's
+    ``resources.packed_weights``; ``prepack=`` of a call overrides it."""
+    global _copies_mode
+    assert mode in _COPIES_MODES, f"packed_copies must be one of {_COPIES_MODES}, got {mode!r}"
+    with _packed_lock:
+        _copies_mode = mode
+        if mode == "off":
+            _packed_weights.clear()
 
 
 def scratch_bytes(rows: int, hidden: int, inter: int) -> int:
@@ -94,7 +112,7 @@ def inference_experts(
             global ids (pairs routed outside the ``G`` experts add zero).
         prepack: use (and keep, while the weight tensors live unchanged) copies
             of the weights packed for the packed path: True packs now, False
-            never, None when ``torch_path.prepack`` says so.
+            never, None when ``torch_path.prepack`` says so (``packed_copies``).
 
     Returns:
         ``(T, H)``.
@@ -184,7 +202,9 @@ def _packed(lib: ctypes.CDLL, w: torch.Tensor, prepack: bool | None) -> torch.Te
         state = copies.get(id(lib))
         if isinstance(state, torch.Tensor):
             return state
-        if not (prepack or torch_path.prepack(state or 0, lib.packed_min_rows, state is not None)):
+        if not prepack and not torch_path.prepack(
+            state or 0, lib.packed_min_rows, state is not None, _copies_on(lib)
+        ):
             return None
         experts, n, k = w.shape
         out = torch.empty(lib.moe_packed_floats(experts, n, k), dtype=torch.float32)
@@ -201,7 +221,7 @@ def _note_rows(
 ) -> None:
     """After a call whose busiest expert had the rows for the packed path, remember that of
     each weight tensor not packed yet (contiguous ones): the next call packs it."""
-    if most < lib.packed_min_rows:
+    if most < lib.packed_min_rows or not _copies_on(lib):
         return
     with _packed_lock:
         for w, copy in zip(tensors, packed, strict=True):
@@ -209,6 +229,10 @@ def _note_rows(
                 continue
             key, copies = _entry(w)
             _packed_weights[w] = (key, copies | {id(lib): int(most)})
+
+
+def _copies_on(lib: ctypes.CDLL) -> bool:
+    return _copies_mode == "on" or (_copies_mode == "auto" and lib.prepack_pays)
 
 
 def _entry(w: torch.Tensor) -> tuple[tuple, dict[int, torch.Tensor | int]]:
@@ -256,6 +280,9 @@ def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     lib.moe_packed_min_rows.argtypes = []
     lib.moe_packed_min_rows.restype = _I64
     lib.packed_min_rows = lib.moe_packed_min_rows()
+    lib.moe_prepack_pays.argtypes = []
+    lib.moe_prepack_pays.restype = _I64
+    lib.prepack_pays = bool(lib.moe_prepack_pays())
     lib.moe_small_experts.restype = _I64
     return lib
 

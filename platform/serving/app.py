@@ -58,19 +58,16 @@ class ModelServer:
         if spec.expert_shards > 1:
             from moeplane.serving.moe import ShardGang
 
-            self.gang = ShardGang(
-                path,
-                spec.expert_shards,
-                spec.resources.cpus_per_shard,
-                spec.resources.gpus_per_shard,
-            )
+            self.gang = ShardGang(path, spec.expert_shards, spec.resources)
             self.shards = self.gang.infos
             step = self.gang.step
         else:
+            from moeplane.kernels import cpu_native
             from moeplane.serving.runner import ModelRunner
             from moeplane.serving.shard import load_shard_model
 
             torch.set_num_threads(max(1, int(spec.resources.cpus_per_shard)))
+            cpu_native.packed_copies(spec.resources.packed_weights)
             model, info = load_shard_model(path, 1, 0)
             self.runner = ModelRunner(model)
             self.shards = [asdict(info)] if info is not None else []

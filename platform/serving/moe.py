@@ -27,6 +27,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from moeplane.serving.runner import StepPlan
+from moeplane.serving.spec import Resources
 
 __all__ = ["ExpertShard", "ShardGang"]
 
@@ -35,15 +36,23 @@ class ExpertShard:
     """One shard of a replica's model (a Ray actor; see ShardGang)."""
 
     def __init__(
-        self, path: str, num_shards: int, rank: int, init_method: str, num_threads: int
+        self,
+        path: str,
+        num_shards: int,
+        rank: int,
+        init_method: str,
+        num_threads: int,
+        packed_weights: str = "auto",
     ) -> None:
         import torch
         import torch.distributed as dist
 
+        from moeplane.kernels import cpu_native
         from moeplane.serving.runner import ModelRunner
         from moeplane.serving.shard import load_shard_model
 
         torch.set_num_threads(num_threads)
+        cpu_native.packed_copies(packed_weights)
         dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=num_shards)
         model, self.shard_info = load_shard_model(path, num_shards, rank)
         self.runner = ModelRunner(model, sample=rank == 0)
@@ -70,20 +79,27 @@ def _free_port() -> int:
 class ShardGang:
     """Starts the S shard actors in the calling replica's placement group and drives them."""
 
-    def __init__(self, path: str, num_shards: int, cpus_per_shard: float, gpus_per_shard: float):
+    def __init__(self, path: str, num_shards: int, resources: Resources):
         pg = ray.util.get_current_placement_group()
         assert pg is not None, "an expert-sharded replica must run in its placement group"
         init_method = f"tcp://127.0.0.1:{_free_port()}"  # STRICT_PACK: all shards on this node
         actor = ray.remote(ExpertShard)
         self.shards = [
             actor.options(
-                num_cpus=cpus_per_shard,
-                num_gpus=gpus_per_shard,
+                num_cpus=resources.cpus_per_shard,
+                num_gpus=resources.gpus_per_shard,
                 max_restarts=0,  # a lost shard breaks the gang: the replica is replaced whole
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=pg, placement_group_bundle_index=rank + 1
                 ),
-            ).remote(path, num_shards, rank, init_method, max(1, int(cpus_per_shard)))
+            ).remote(
+                path,
+                num_shards,
+                rank,
+                init_method,
+                max(1, int(resources.cpus_per_shard)),
+                resources.packed_weights,
+            )
             for rank in range(num_shards)
         ]
         self.infos = ray.get([s.info.remote() for s in self.shards])  # waits for every load

@@ -130,12 +130,13 @@ def acme(platform):
     )
     with _api(platform, tenant) as client:
         ids = {}
-        for name, shards in (("one", 1), ("two", 2)):
+        # packed copies of the expert weights on in one, off in the other: same tokens
+        for name, shards, packed in (("one", 1, "off"), ("two", 2, "on")):
             body = {
                 "name": name,
                 "model": "qwen3-moe-tiny",
                 "expert_shards": shards,
-                "resources": {"cpus_per_shard": 0.25},
+                "resources": {"cpus_per_shard": 0.25, "packed_weights": packed},
                 "max_batch_size": 8,
             }
             created = client.post("/v1/deployments", json=body)

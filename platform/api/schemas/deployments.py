@@ -42,14 +42,27 @@ class AutoscalingPatch(Input):
     target_tokens_per_replica: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
+_PACKED_WEIGHTS = (
+    "Packed copies of the expert weights for the CPU kernel: as much memory again for them, "
+    "for faster prefill where the CPU gains from them ('auto': Intel Xeon with AVX-512, not "
+    "AMD Zen)"
+)
+
+
 class ResourcesSpec(Input):
     cpus_per_shard: float = Field(default=0.5, gt=0, le=256)
     gpus_per_shard: float = Field(default=0.0, ge=0, le=16)
+    packed_weights: Literal["auto", "on", "off"] = Field(
+        default="auto", description=_PACKED_WEIGHTS
+    )
 
 
 class ResourcesPatch(Input):
     cpus_per_shard: float | None = Field(default=None, gt=0, le=256)
     gpus_per_shard: float | None = Field(default=None, ge=0, le=16)
+    packed_weights: Literal["auto", "on", "off"] | None = Field(
+        default=None, description=_PACKED_WEIGHTS
+    )
 
 
 class DeploymentCreate(Input):

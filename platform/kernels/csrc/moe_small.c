@@ -266,6 +266,12 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #ifndef SPREAD_PASSES
 #define SPREAD_PASSES (!TUNE_ZEN)
 #endif
+/* Whether callers should keep packed copies of the weights (moe_pack_weights; as much memory
+ * again for them): on the Xeon 1.11-1.30x faster at 64-512 tokens than packing in the call; on
+ * Zen 3 0.99-1.01 (its transposes hide behind the weight stream), so not there. */
+#ifndef PREPACK_PAYS
+#define PREPACK_PAYS (!TUNE_ZEN)
+#endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
 #define SWAP_BLOCKS(D, LO, HI)                                                          \
@@ -511,6 +517,9 @@ static int64_t row_at_cost(int64_t cost, const int64_t *counts, int64_t n_active
 
 /* Token rows per expert from which the packed path runs (for callers deciding to pack). */
 int64_t moe_packed_min_rows(void) { return PACKED_MIN_ROWS; }
+
+/* 1 where keeping packed copies of the weights pays (PREPACK_PAYS), else 0. */
+int64_t moe_prepack_pays(void) { return PREPACK_PAYS; }
 
 /* Floats of n_experts experts' (rows, k) weights packed by moe_pack_weights. */
 int64_t moe_packed_floats(int64_t n_experts, int64_t rows, int64_t k) {

@@ -29,7 +29,11 @@ def test_create_shape_defaults_and_list(client, database, catalog):
     assert dep["serve_application"] == "mp-acme-corp-support"
     assert dep["replicas"] == {"current": 0, "min": 1, "max": 2}
     assert dep["autoscaling"]["policy"] == "ongoing_requests"
-    assert dep["resources"] == {"cpus_per_shard": 0.5, "gpus_per_shard": 0.0}
+    assert dep["resources"] == {
+        "cpus_per_shard": 0.5,
+        "gpus_per_shard": 0.0,
+        "packed_weights": "auto",
+    }
     listed = client.get("/v1/deployments", headers=tenant.headers).json()
     assert [d["id"] for d in listed["data"]] == [dep["id"]]
     got = client.get(f"/v1/deployments/{dep['id']}", headers=tenant.headers).json()
@@ -45,6 +49,7 @@ def test_validation_names_the_field(client, database, catalog):
         ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "autoscaling.max_replicas"),
         ({"autoscaling": {"policy": "vibes"}}, "autoscaling.policy"),
         ({"resources": {"cpus_per_shard": 0}}, "resources.cpus_per_shard"),
+        ({"resources": {"packed_weights": "always"}}, "resources.packed_weights"),
         ({"version": 7}, "version"),
         ({"surprise": 1}, "surprise"),
     ]
@@ -117,6 +122,13 @@ def test_patch_bumps_generation_only_on_change_and_repins_version(client, databa
         f"/v1/deployments/{dep['id']}", json={"model": "qwen3-tiny"}, headers=tenant.headers
     ).json()
     assert dense["model_version_id"] == catalog["qwen3-tiny"] and dense["generation"] == 3
+    packed = client.patch(  # a replica setting: a rolling update, other resources kept
+        f"/v1/deployments/{dep['id']}",
+        json={"resources": {"packed_weights": "off"}},
+        headers=tenant.headers,
+    ).json()
+    assert packed["generation"] == 4 and packed["resources"]["packed_weights"] == "off"
+    assert packed["resources"]["cpus_per_shard"] == 0.5
     bad = client.patch(
         f"/v1/deployments/{dep['id']}", json={"expert_shards": 2}, headers=tenant.headers
     )

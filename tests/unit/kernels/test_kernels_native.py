@@ -288,7 +288,14 @@ def test_prepacked_weights_give_the_same_sums(variant, shape):
         assert torch.equal(_on_threads(threads, variant, *problem, prepack=True), want)
 
 
-def test_weights_are_packed_on_their_second_call_and_repacked_after_an_update():
+@pytest.fixture
+def copies_on():
+    cpu_native.packed_copies("on")  # whatever this CPU's build prefers
+    yield
+    cpu_native.packed_copies("auto")
+
+
+def test_weights_are_packed_on_their_second_call_and_repacked_after_an_update(copies_on):
     x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=5)
     lib = id(cpu_native._library())
 
@@ -323,7 +330,7 @@ def test_non_contiguous_weights_are_never_packed():
     assert strided not in cpu_native._packed_weights
 
 
-def test_views_made_per_call_and_decode_calls_are_never_packed():
+def test_views_made_per_call_and_decode_calls_are_never_packed(copies_on):
     x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=6)
     views = [(gate_up[1:3], down[1:3]) for _ in range(3)]  # a shard's slice taken per call
     for gate_up_view, down_view in views:
@@ -336,12 +343,11 @@ def test_views_made_per_call_and_decode_calls_are_never_packed():
     assert few[1] not in cpu_native._packed_weights  # never noted, never packed
 
 
-def test_prepack_decision():
-    assert not torch_path.prepack(30, 9, seen_before=False)
-    assert torch_path.prepack(9, 9, seen_before=True)
-    assert not torch_path.prepack(8, 9, seen_before=True)  # decode sizes: dot products only
-    never = torch_path.TorchPathTuning(native_prepack=False)
-    assert not torch_path.prepack(10**6, 9, True, never)
+def test_prepack_decision(copies_on):
+    assert not torch_path.prepack(30, 9, seen_before=False, enabled=True)
+    assert torch_path.prepack(9, 9, seen_before=True, enabled=True)
+    assert not torch_path.prepack(8, 9, True, True)  # decode sizes: dot products only
+    assert not torch_path.prepack(10**6, 9, True, enabled=False)
     # the C kernel reports the busiest expert's rows (a shard: its own experts only)
     # (row counts relative to this build's switch point: 9 rows on Xeon, 12 on Zen)
     m = cpu_native._library().packed_min_rows
@@ -353,3 +359,35 @@ def test_prepack_decision():
     shard = gate_up[6:8].clone(), down[6:8].clone()
     cpu_native.inference_experts(x, *shard, weights, ids, first_expert=6)
     assert cpu_native._packed_weights[shard[0]][1][lib] == m + 1
+
+
+def test_packed_copies_follow_the_build_unless_set():
+    x, gate_up, down, weights, ids = _problem(256, 4, 2, 48, 24, torch.float32, seed=9)
+    lib = cpu_native._library()
+
+    def copies_after_two_calls():
+        for _ in range(2):
+            got = cpu_native.inference_experts(x, gate_up, down, weights, ids)
+        entry = cpu_native._packed_weights.get(gate_up)
+        return got, entry is not None and isinstance(entry[1].get(id(lib)), torch.Tensor)
+
+    try:
+        want, kept = copies_after_two_calls()  # "auto": where this CPU's build gains from them
+        assert kept == lib.prepack_pays
+        cpu_native.packed_copies("on")
+        got, kept = copies_after_two_calls()
+        assert kept and torch.equal(got, want)
+        cpu_native.packed_copies("off")  # drops what was kept
+        assert gate_up not in cpu_native._packed_weights
+        got, kept = copies_after_two_calls()
+        assert not kept and torch.equal(got, want)
+        with pytest.raises(AssertionError, match="packed_copies must be one of"):
+            cpu_native.packed_copies("always")
+    finally:
+        cpu_native.packed_copies("auto")
+
+
+def test_amd_builds_keep_no_packed_copies():
+    # Zen 3 measured no gain from them (docs/benchmarks.md): only memory
+    zen, xeon = (cpu_native._load((f"-DTUNE_ZEN={z}",), True) for z in (1, 0))
+    assert not zen.prepack_pays and xeon.prepack_pays
