@@ -24,6 +24,9 @@ def create(
     max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling")] = 1,
     policy: Annotated[str, typer.Option(help="ongoing_requests | tokens")] = "ongoing_requests",
     cpus_per_shard: Annotated[float, typer.Option(help="CPUs per shard")] = 0.5,
+    packed_weights: Annotated[
+        str, typer.Option(help="auto | on | off: packed copies of the expert weights (memory)")
+    ] = "auto",
     max_batch_size: Annotated[int, typer.Option(help="Sequences per replica batch")] = 8,
     wait: Annotated[bool, typer.Option(help="Wait until it is running")] = False,
 ) -> None:
@@ -37,7 +40,7 @@ def create(
             "max_replicas": max_replicas,
             "policy": policy,
         },
-        "resources": {"cpus_per_shard": cpus_per_shard},
+        "resources": {"cpus_per_shard": cpus_per_shard, "packed_weights": packed_weights},
         "max_batch_size": max_batch_size,
     }
     if version is not None:

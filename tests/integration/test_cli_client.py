@@ -102,9 +102,8 @@ def test_deploy_commands(app, settings, database, catalog, live_server_factory):
     server = live_server_factory(app)
     tenant = make_tenant(database)
     env = _env(settings, MOEPLANE_API_URL=server.url, MOEPLANE_API_KEY=tenant.key)
-    created = _run(
-        ["deploy", "create", "bot", "--model", "qwen3-moe-tiny", "--expert-shards", "2"], env
-    )
+    create = ["deploy", "create", "bot", "--model", "qwen3-moe-tiny", "--expert-shards", "2"]
+    created = _run([*create, "--packed-weights", "off"], env)
     assert created.returncode == 0, created.stderr
     dep_id = created.stdout.strip()
     assert dep_id.startswith("dep-")
@@ -112,12 +111,16 @@ def test_deploy_commands(app, settings, database, catalog, live_server_factory):
     assert dep_id in listed and "pending" in listed and "S=2" in listed
     shown = json.loads(_run(["deploy", "show", dep_id], env).stdout)
     assert shown["expert_shards"] == 2 and shown["experts"]["counts"] == []
+    assert shown["resources"]["packed_weights"] == "off"
     scaled = _run(["deploy", "scale", dep_id, "--max-replicas", "2"], env)
     assert scaled.returncode == 0 and "generation 2" in scaled.stdout
     refused = _run(
         ["deploy", "create", "odd", "--model", "qwen3-moe-tiny", "--expert-shards", "3"], env
     )
     assert refused.returncode == 1 and "(expert_shards)" in refused.stderr
+    bad = ["deploy", "create", "odd", "--model", "qwen3-moe-tiny", "--packed-weights", "yes"]
+    refused = _run(bad, env)
+    assert refused.returncode == 1 and "(resources.packed_weights)" in refused.stderr
     assert _run(["deploy", "delete", dep_id], env).stdout.strip() == "deleting"
     # chat against a deployment that is not running: a clear error, not a hang
     chat = subprocess.run(
