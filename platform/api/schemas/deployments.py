@@ -44,8 +44,7 @@ class AutoscalingPatch(Input):
 
 _PACKED_WEIGHTS = (
     "Packed copies of the expert weights for the CPU kernel: as much memory again for them, "
-    "for faster prefill where the CPU gains from them ('auto': Intel Xeon with AVX-512, not "
-    "AMD Zen)"
+    "for faster prefill where the CPU gains from them ('auto': CPUs with AVX-512, not AVX2)"
 )
 
 

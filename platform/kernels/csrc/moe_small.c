@@ -266,12 +266,6 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #ifndef SPREAD_PASSES
 #define SPREAD_PASSES (!TUNE_ZEN)
 #endif
-/* Whether callers should keep packed copies of the weights (moe_pack_weights; as much memory
- * again for them): on the Xeon 1.11-1.30x faster at 64-512 tokens than packing in the call; on
- * Zen 3 0.99-1.01 (its transposes hide behind the weight stream), so not there. */
-#ifndef PREPACK_PAYS
-#define PREPACK_PAYS (!TUNE_ZEN)
-#endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
 #define SWAP_BLOCKS(D, LO, HI)                                                          \
@@ -395,6 +389,14 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
 #else
 #define XT_MAX_ROWS 0
 #endif
+#endif
+/* Whether callers should keep packed copies of the weights (moe_pack_weights; as much memory
+ * again for them): where the packed path serves prefill sizes, i.e. without token tiles. On the
+ * Xeon (AVX-512, packed from 9 rows) 1.11-1.30x faster at 64-512 tokens than packing in the
+ * call; on Zen 3 (AVX2: token tiles up to 96 rows, packed from 97) 1.00 up to 512 tokens and
+ * only 1.02-1.03x at 1024-2048, not worth the memory. */
+#ifndef PREPACK_PAYS
+#define PREPACK_PAYS (XT_MIN_ROWS > XT_MAX_ROWS)
 #endif
 /* weight rows per pass: WR lines at the same offset of rows 4 KiB apart share an L1 set, so no
  * more than the 8 ways; AVX2 has registers for 6 x 2 accumulators */
