@@ -73,7 +73,7 @@ def packed_copies(mode: str) -> None:
     """Whether this process keeps packed copies of weight tensors (as much memory again for
     the experts' weights): ``"auto"`` (the default) where the CPU's build gains from them
     (``PREPACK_PAYS`` in the C file: AVX-512 builds, 1.1-1.3x at 64-512 tokens on an Intel
-    Xeon; not AVX2 builds, 1.00-1.03x on AMD Zen 3), ``"on"`` or ``"off"``. ``"off"``
+    Xeon; not AVX2 builds, 1.00-1.04x on AMD Zen 3), ``"on"`` or ``"off"``. ``"off"``
     also drops the copies kept so far. A serving replica sets it from its deployment's
     ``resources.packed_weights``; ``prepack=`` of a call overrides it."""
     global _copies_mode

@@ -394,7 +394,7 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
  * again for them): where the packed path serves prefill sizes, i.e. without token tiles. On the
  * Xeon (AVX-512, packed from 9 rows) 1.11-1.30x faster at 64-512 tokens than packing in the
  * call; on Zen 3 (AVX2: token tiles up to 96 rows, packed from 97) 1.00 up to 512 tokens and
- * only 1.02-1.03x at 1024-2048, not worth the memory. */
+ * only 1.01-1.04x at 1024-2048, not worth the memory. */
 #ifndef PREPACK_PAYS
 #define PREPACK_PAYS (XT_MIN_ROWS > XT_MAX_ROWS)
 #endif

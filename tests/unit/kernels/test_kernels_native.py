@@ -388,7 +388,7 @@ def test_packed_copies_follow_the_build_unless_set():
 
 
 def test_builds_with_token_tiles_keep_no_packed_copies():
-    # their packed path runs only past the tiles (97 rows): 1.00-1.03x on Zen 3, for the memory
+    # their packed path runs only past the tiles (97 rows): 1.00-1.04x on Zen 3, for the memory
     pays = {name: cpu_native._load(flags, True).prepack_pays for name, flags in VARIANTS.items()}
     assert pays == {
         "8 lanes, Zen tuning": False,
