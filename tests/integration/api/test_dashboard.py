@@ -288,7 +288,11 @@ def test_every_page_renders_seeded_data(operator, database):
         f"/admin/jobs/{seeded.done_job_id}": ["Checkpoint saved at step 36", "v1"],
         "/admin/models": ["qwen3-moe-tiny", seeded.done_job_id, "8 \N{MULTIPLICATION SIGN} top-2"],
         "/admin/deployments": ["support", "2 / 1 / 3", str(seeded.requests)],
-        f"/admin/deployments/{seeded.deployment_id}": ["mp-acme-support", "tokens/s"],
+        f"/admin/deployments/{seeded.deployment_id}": [
+            "mp-acme-support",
+            "tokens/s",
+            "packed weights off",
+        ],
         "/admin/usage?kind=training_tokens": ["47,512"],
         "/admin/nope": [],
     }
