@@ -71,11 +71,13 @@ def available() -> bool:
 
 def packed_copies(mode: str) -> None:
     """Whether this process keeps packed copies of weight tensors (as much memory again for
-    the experts' weights): ``"auto"`` (the default) where the CPU's build gains from them
-    (``PREPACK_PAYS`` in the C file: AVX-512 builds, 1.1-1.3x at 64-512 tokens on an Intel
-    Xeon; not AVX2 builds, 1.00-1.04x on AMD Zen 3), ``"on"`` or ``"off"``. ``"off"``
-    also drops the copies kept so far. A serving replica sets it from its deployment's
-    ``resources.packed_weights``; ``prepack=`` of a call overrides it."""
+    the experts' weights): ``"auto"`` (the default: the build's ``PREPACK_PAYS``, on unless
+    built otherwise), ``"on"`` or ``"off"``. With copies the packed path runs from 9 rows per
+    expert: against no copies 1.1-1.3x faster at 64-512 tokens on an Intel Xeon, 1.02-1.11x
+    on AMD Zen 3 (whose AVX2 build otherwise runs token tiles there). Decode sizes run the
+    same either way. ``"off"`` also drops the copies kept so far. A serving replica sets it
+    from its deployment's ``resources.packed_weights``; ``prepack=`` of a call says whether
+    that call uses a copy, within the same paths."""
     global _copies_mode
     assert mode in _COPIES_MODES, f"packed_copies must be one of {_COPIES_MODES}, got {mode!r}"
     with _packed_lock:
@@ -152,6 +154,7 @@ def _run(
     num_experts, inter = down_proj.size(0), down_proj.size(-1)
     top_k = expert_ids.size(1)
     rows = tokens * top_k
+    copies = _copies_on(lib)  # the paths' switch points follow it, not whether a copy exists yet
     packed = [_packed(lib, w, prepack) for w in (gate_up_proj, down_proj)]
     hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
     expert_ids = expert_ids.to(torch.int64).contiguous()
@@ -179,6 +182,7 @@ def _run(
         floats.data_ptr(),
         ints.data_ptr(),
         threads,
+        copies,
     )
     if prepack is None:
         _note_rows(lib, (gate_up_proj, down_proj), packed, most)
@@ -272,14 +276,14 @@ def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     lib.moe_small_scratch_floats.restype = _I64
     lib.moe_small_scratch_ints.argtypes = [_I64, _I64]
     lib.moe_small_scratch_ints.restype = _I64
-    lib.moe_small_experts.argtypes = [_PTR] * 7 + [_I64] * 6 + [_PTR] * 3 + [ctypes.c_int]
+    lib.moe_small_experts.argtypes = [_PTR] * 7 + [_I64] * 6 + [_PTR] * 3 + [ctypes.c_int] * 2
     lib.moe_packed_floats.argtypes = [_I64, _I64, _I64]
     lib.moe_packed_floats.restype = _I64
     lib.moe_pack_weights.argtypes = [_PTR, _I64, _I64, _I64, _PTR]
     lib.moe_pack_weights.restype = None
-    lib.moe_packed_min_rows.argtypes = []
+    lib.moe_packed_min_rows.argtypes = [ctypes.c_int]
     lib.moe_packed_min_rows.restype = _I64
-    lib.packed_min_rows = lib.moe_packed_min_rows()
+    lib.packed_min_rows = lib.moe_packed_min_rows(1)  # with copies kept: when to pack
     lib.moe_prepack_pays.argtypes = []
     lib.moe_prepack_pays.restype = _I64
     lib.prepack_pays = bool(lib.moe_prepack_pays())

@@ -5,12 +5,14 @@
  * expert. Each expert's weights are read from memory once:
  * - few rows per expert (decode): dot products; each weight row is loaded once and
  *   multiplied with all of its expert's rows (ROWS at a time) while it sits in L1;
- * - XT_MIN_ROWS .. XT_MAX_ROWS rows (AVX2 builds: 9 - 96): the expert's token rows are
- *   transposed into tiles and each weight element, read straight from memory, is broadcast
- *   against a tile (a GEMM microkernel with no packing of the weights);
- * - otherwise from PACKED_MIN_ROWS rows: blocks of NR weight rows are transposed once into a
- *   packed buffer and multiplied as outer products (a GEMM microkernel), MR rows at a time; or
- *   the caller packed the weights before (moe_pack_weights) and the blocks are read as they are.
+ * - XT_MIN_ROWS .. XT_MAX_ROWS rows (AVX2 builds: 9 - 96), where the caller keeps no packed
+ *   copies of the weights: the expert's token rows are transposed into tiles and each weight
+ *   element, read straight from memory, is broadcast against a tile (a GEMM microkernel with no
+ *   packing of the weights);
+ * - otherwise from PACKED_MIN_ROWS rows (COPIES_MIN_ROWS where the caller keeps copies): blocks
+ *   of NR weight rows are transposed once into a packed buffer and multiplied as outer products
+ *   (a GEMM microkernel), MR rows at a time; or the caller packed the weights before
+ *   (moe_pack_weights) and the blocks are read as they are.
  * Vector width: LANES floats (16 with AVX-512, else 8); accumulators use explicit FMAs, so a
  * float's value does not depend on which code path or thread computed it.
  *
@@ -254,10 +256,18 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * packed path beat dot products from 16 rows per expert on Zen 4 (1.1x) and tied at 8. On the
  * Xeon, with the weights packed before the call (moe_pack_weights, what steady use runs), it beat
  * them from 9 rows (1.03-1.06x at 12-16 rows, 1.17x at 24, against dot products up to 24 rows);
- * packing in the call, dot products were 1.04-1.07x faster at 12-24 rows. One switch point for
- * both, so that packing before the call changes no float. */
+ * packing in the call, dot products were 1.04-1.07x faster at 12-24 rows. This is the switch
+ * point where the caller does not keep packed copies (moe_small_experts' `copies` 0). */
 #ifndef PACKED_MIN_ROWS
 #define PACKED_MIN_ROWS (TUNE_ZEN ? 12 : 9)
+#endif
+/* ... and where it does (`copies` 1: the panels come packed, except in the first call), from
+ * this many rows and with no token tiles: on the Xeon 1.03-1.17x faster than dot products at
+ * 12-24 rows; on Zen 3 1.02-1.11x faster than its token tiles at 8-48 rows per expert (E64,
+ * E128), packed from 9 rows 1.07x faster than from 12 at 8-12. One switch point whether or not
+ * the panels came packed, so that packing before the call changes no float. */
+#ifndef COPIES_MIN_ROWS
+#define COPIES_MIN_ROWS 9
 #endif
 /* How the passes over a packed block fetch the next one: spread over all of them (each its
  * share of the lines), so that the stream from memory runs through the whole block's compute;
@@ -390,13 +400,12 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
 #define XT_MAX_ROWS 0
 #endif
 #endif
-/* Whether callers should keep packed copies of the weights (moe_pack_weights; as much memory
- * again for them): where the packed path serves prefill sizes, i.e. without token tiles. On the
- * Xeon (AVX-512, packed from 9 rows) 1.11-1.30x faster at 64-512 tokens than packing in the
- * call; on Zen 3 (AVX2: token tiles up to 96 rows, packed from 97) 1.00 up to 512 tokens and
- * only 1.01-1.04x at 1024-2048, not worth the memory. */
+/* Whether callers should keep packed copies of the weights by default (moe_pack_weights; as
+ * much memory again for them), and run the packed path from COPIES_MIN_ROWS rows instead of the
+ * token tiles. Against no copies: on the Xeon 1.11-1.30x faster at 64-512 tokens; on Zen 3
+ * 1.02-1.11x at 64-512 (E64, E128). */
 #ifndef PREPACK_PAYS
-#define PREPACK_PAYS (XT_MIN_ROWS > XT_MAX_ROWS)
+#define PREPACK_PAYS 1
 #endif
 /* weight rows per pass: WR lines at the same offset of rows 4 KiB apart share an L1 set, so no
  * more than the 8 ways; AVX2 has registers for 6 x 2 accumulators */
@@ -517,8 +526,9 @@ static int64_t row_at_cost(int64_t cost, const int64_t *counts, int64_t n_active
     return n_active * per_expert;
 }
 
-/* Token rows per expert from which the packed path runs (for callers deciding to pack). */
-int64_t moe_packed_min_rows(void) { return PACKED_MIN_ROWS; }
+/* Token rows per expert from which the packed path runs, with or without packed copies kept
+ * (for callers deciding to pack). */
+int64_t moe_packed_min_rows(int copies) { return copies ? COPIES_MIN_ROWS : PACKED_MIN_ROWS; }
 
 /* 1 where keeping packed copies of the weights pays (PREPACK_PAYS), else 0. */
 int64_t moe_prepack_pays(void) { return PREPACK_PAYS; }
@@ -533,16 +543,17 @@ int64_t moe_packed_floats(int64_t n_experts, int64_t rows, int64_t k) {
 static void rows_between(int64_t lo, int64_t hi, const float *w, const float *packed,
                          int64_t per_expert, int64_t k, const float *x, int64_t ldx, float *y,
                          int64_t ldy, const int64_t *active, const int64_t *start,
-                         const int64_t *counts, int64_t n_active, float *wp) {
+                         const int64_t *counts, int64_t n_active, float *wp, int copies) {
+    const int64_t packed_from = copies ? COPIES_MIN_ROWS : PACKED_MIN_ROWS;
     for (int64_t a = lo / per_expert; a < n_active && a * per_expert < hi; a++) {
         const int64_t j0 = max64(lo - a * per_expert, 0), j1 = min64(hi - a * per_expert, per_expert);
         const float *we = w + active[a] * per_expert * k;
         const int64_t first = start[active[a]], rows = counts[a];
-        if (rows >= XT_MIN_ROWS && rows <= XT_MAX_ROWS) {
+        if (!copies && rows >= XT_MIN_ROWS && rows <= XT_MAX_ROWS) {
             expert_wx(we, j0, j1, k, x + first * ldx, ldx, rows, y + first * ldy, ldy, wp);
             continue;
         }
-        if (rows >= PACKED_MIN_ROWS) {
+        if (rows >= packed_from) {
             for (int64_t b = j0, n; b < j1; b += n) {
                 /* a block of NR rows: packed now, or the panel of the weights packed before
                  * (moe_pack_weights) that holds row b, of which rows off .. off + n - 1 */
@@ -619,7 +630,7 @@ static void fill_queues(queue *queues, int threads) {
 static void expert_rows(const float *w, const float *packed, int64_t per_expert, int64_t k,
                         const float *x, int64_t ldx, float *y, int64_t ldy, const int64_t *active,
                         const int64_t *start, const int64_t *counts, int64_t n_active,
-                        queue *queues, int threads, int t, float *wp) {
+                        queue *queues, int threads, int t, float *wp, int copies) {
     int64_t total = 0;
     for (int64_t a = 0; a < n_active; a++) total += (ROW_TRANSFER + counts[a]) * per_expert;
     const int64_t units = (int64_t)threads * UNITS_PER_THREAD;
@@ -639,13 +650,14 @@ static void expert_rows(const float *w, const float *packed, int64_t per_expert,
         }
         rows_between(row_at_cost(total * u / units, counts, n_active, per_expert),
                      row_at_cost(total * (u + 1) / units, counts, n_active, per_expert), w,
-                     packed, per_expert, k, x, ldx, y, ldy, active, start, counts, n_active, wp);
+                     packed, per_expert, k, x, ldx, y, ldy, active, start, counts, n_active, wp,
+                     copies);
     }
 }
 
-/* Weights packed once for the packed path (experts with PACKED_MIN_ROWS rows or more), so that
- * a call does not transpose them again (the same floats as packing in the call): w (n_experts, rows, k) as panels of NR rows (the
- * last one zero-padded), out[e * moe_packed_floats(1, rows, k) + p * NR * k + c * NR + i] =
+/* Weights packed once for the packed path, so that a call does not transpose them again (the
+ * same floats as packing in the call): w (n_experts, rows, k) as panels of NR rows (the last
+ * one zero-padded), out[e * moe_packed_floats(1, rows, k) + p * NR * k + c * NR + i] =
  * w[e, p * NR + i, c]. The caller keeps the copy while the weights do not change (cpu_native).
  * On the Xeon (E64): 1.12x faster at 128 tokens, 1.18-1.24x at 192-512, 1.08x at 2048. */
 void moe_pack_weights(const float *w, int64_t n_experts, int64_t rows, int64_t k, float *out) {
@@ -666,14 +678,17 @@ void moe_pack_weights(const float *w, int64_t n_experts, int64_t rows, int64_t k
  * (packed block by block in the call); expert_ids (T, K) global ids; weights (T, K); out (T, H),
  * fully written.
  * Scratch: moe_small_scratch_floats(T * K, H, I, threads) floats, moe_small_scratch_ints(T * K,
- * n_experts) int64s. Runs on `threads` threads of the calling thread's OpenMP pool. Returns the
- * most rows any of the experts had (what a caller deciding to pack the weights needs).
+ * n_experts) int64s. Runs on `threads` threads of the calling thread's OpenMP pool. copies: 1
+ * where the caller keeps packed copies of these weights (or will, from its next call), which
+ * picks the paths' switch points (moe_packed_min_rows), 0 where it does not; the packed pointers
+ * may be NULL either way. Returns the most rows any of the experts had (what a caller deciding
+ * to pack the weights needs).
  */
 int64_t moe_small_experts(const float *hidden, const float *gate_up, const float *down,
                        const float *gate_up_packed, const float *down_packed,
                        const int64_t *expert_ids, const float *weights, int64_t T, int64_t K,
                        int64_t first, int64_t n_experts, int64_t H, int64_t I, float *out,
-                       float *fscratch, int64_t *iscratch, int threads) {
+                       float *fscratch, int64_t *iscratch, int threads, int copies) {
     /* Counting sort of the pairs by expert (stable: tokens stay in order). */
     int64_t *token_of = iscratch;            /* (R,) token of each sorted row */
     int64_t *start = token_of + T * K;       /* (n_experts + 1,) first row per expert */
@@ -727,13 +742,13 @@ int64_t moe_small_experts(const float *hidden, const float *gate_up, const float
             memcpy(xs + r * ldh, hidden + token_of[r] * H, H * sizeof(float));
         float *wp = packed + t * PACK_ROWS * (H > I ? H : I);
         expert_rows(gate_up, gate_up_packed, 2 * I, H, xs, ldh, gu, 2 * I, active, start, counts,
-                    n_active, gate_up_units, threads, t, wp);
+                    n_active, gate_up_units, threads, t, wp, copies);
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++)
             swiglu(gu + r * 2 * I, gu + r * 2 * I + I, act + r * ldi, I);
         expert_rows(down, down_packed, H, I, act, ldi, ys, H, active, start, counts, n_active,
-                    down_units, threads, t, wp);
+                    down_units, threads, t, wp, copies);
 #pragma omp barrier
         /* Combine: each thread owns a range of columns of out, so no two write one float. */
         const int64_t c0 = H * t / nt, c1 = H * (t + 1) / nt;

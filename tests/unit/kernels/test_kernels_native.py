@@ -31,16 +31,24 @@ NATIVE_SHAPES = [
 ]
 
 # Builds this CPU's own may not be: each vector width (16 lanes builds on AVX2 too, as pairs
-# of registers) with each CPU family's tuning (Zen: dot products in blocks of 32 weight rows up
-# to 11 token rows; others: blocks of 3 up to 24, packed blocks fetched over all passes), and
-# the paths a width leaves off by default.
+# of registers) with each CPU family's tuning (Zen: dot products in blocks of 32 weight rows;
+# others: blocks of 3, packed blocks fetched over all passes), with packed copies of the weights
+# (packed path from 9 rows, no token tiles) and without ("no copies": packed from 12 rows on
+# Zen, token tiles for 9-96 rows where the build has them).
 VARIANTS = {
     "8 lanes, Zen tuning": ("-DLANES=8", "-DTUNE_ZEN=1"),
+    "8 lanes, Zen tuning, no copies": ("-DLANES=8", "-DTUNE_ZEN=1", "-DPREPACK_PAYS=0"),
     "8 lanes, Xeon tuning": ("-DLANES=8", "-DTUNE_ZEN=0"),
-    "8 lanes, no token tiles": ("-DLANES=8", "-DXT_MIN_ROWS=1000"),
+    "8 lanes, no token tiles, no copies": ("-DLANES=8", "-DXT_MIN_ROWS=1000", "-DPREPACK_PAYS=0"),
     "16 lanes, Zen tuning": ("-DLANES=16", "-DTUNE_ZEN=1"),
+    "16 lanes, Zen tuning, no copies": ("-DLANES=16", "-DTUNE_ZEN=1", "-DPREPACK_PAYS=0"),
     "16 lanes, Xeon tuning": ("-DLANES=16", "-DTUNE_ZEN=0"),
-    "16 lanes, token tiles 9-96 rows": ("-DLANES=16", "-DXT_MIN_ROWS=9", "-DXT_MAX_ROWS=96"),
+    "16 lanes, token tiles 9-96 rows, no copies": (
+        "-DLANES=16",
+        "-DXT_MIN_ROWS=9",
+        "-DXT_MAX_ROWS=96",
+        "-DPREPACK_PAYS=0",
+    ),
 }
 
 
@@ -387,14 +395,28 @@ def test_packed_copies_follow_the_build_unless_set():
         cpu_native.packed_copies("auto")
 
 
-def test_builds_with_token_tiles_keep_no_packed_copies():
-    # their packed path runs only past the tiles (97 rows): 1.00-1.04x on Zen 3, for the memory
+def test_builds_keep_packed_copies_unless_built_without():
     pays = {name: cpu_native._load(flags, True).prepack_pays for name, flags in VARIANTS.items()}
-    assert pays == {
-        "8 lanes, Zen tuning": False,
-        "8 lanes, Xeon tuning": False,
-        "8 lanes, no token tiles": True,
-        "16 lanes, Zen tuning": True,
-        "16 lanes, Xeon tuning": True,
-        "16 lanes, token tiles 9-96 rows": False,
-    }
+    assert pays == {name: "no copies" not in name for name in VARIANTS}
+    assert cpu_native._library().prepack_pays
+
+
+def test_copies_switch_the_paths_in_every_call():
+    # with copies the packed path runs from 9 rows instead of the token tiles (AVX2) or dot
+    # products (Zen: up to 11 rows), in the first call (packing in the call) as in later ones
+    # (kept copies): the same floats from every call. Tiles and packed weights sum each output
+    # in the same order; dot products sum lanes, so those floats differ by rounding.
+    for name in ("8 lanes, Zen tuning", "16 lanes, Zen tuning"):
+        kernel = cpu_native.variant(*VARIANTS[name])
+        for shape in [(40, 4, 1, 37, 13), (64, 4, 4, 48, 24), (200, 4, 4, 64, 40)]:
+            problem = _problem(*shape, torch.float32)
+            try:
+                cpu_native.packed_copies("off")
+                without = kernel(*problem)
+                cpu_native.packed_copies("on")
+                with_copies = [kernel(*problem) for _ in range(3)]  # packs in the second
+            finally:
+                cpu_native.packed_copies("auto")
+            assert all(torch.equal(got, with_copies[0]) for got in with_copies), (name, shape)
+            torch.testing.assert_close(with_copies[0], without, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(without, ref_experts(*problem), rtol=1e-4, atol=1e-4)
