@@ -6,14 +6,16 @@
 
 Each variant is ``cpu_native.variant(*defines)``; the first column is the default
 build, the next two the same with the weights packed block by block in every call
-(``prepack=False``) and with packed copies of them kept (``prepack=True``); the
-default and the variants keep copies where their build gains from them
-(``cpu_native.packed_copies``, PREPACK_PAYS). Knobs: TUNE_ZEN (1: the values measured on AMD
-Zen, which the build passes on AMD CPUs; 0: those measured on an Intel Xeon), LANES
+(``prepack=False``) and with packed copies of them kept (``prepack=True``), both on
+the paths the build picks where copies are kept; the default and the variants keep
+copies (``cpu_native.packed_copies``) unless built with -DPREPACK_PAYS=0, which also
+brings back the paths without copies (token tiles on AVX2). Knobs: TUNE_ZEN (1: the
+values measured on AMD Zen, which the build passes on AMD CPUs; 0: those measured on
+an Intel Xeon), LANES
 (8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR, BLOCK_ROWS,
 PACKED_MIN_ROWS, SPREAD_PASSES, PREFETCH_AHEAD / PREFETCH_NEAR /
 NEAR_ROWS (prefetch distance in floats, and the passes that take the near one),
-PREPACK_PAYS (keep packed copies).
+PREPACK_PAYS (keep packed copies), COPIES_MIN_ROWS (the packed path's start with copies).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
 every variant, each round starting one variant later (the call right after the
@@ -43,12 +45,12 @@ import torch
 
 from moeplane.kernels import cpu_native, route
 
-# Each CPU family's tuning (one of them is this CPU's own: a control) and the token tiles a
-# CPU's own build may leave off (docs/kernels.md).
+# Each CPU family's tuning (one of them is this CPU's own: a control), and the paths without
+# packed copies of the weights (docs/kernels-cpu.md).
 DEFAULT_VARIANTS = {
     "Zen tuning": "-DTUNE_ZEN=1",
     "Xeon tuning": "-DTUNE_ZEN=0",
-    "token tiles 9-96": "-DXT_MIN_ROWS=9 -DXT_MAX_ROWS=96",
+    "no copies": "-DPREPACK_PAYS=0",
 }
 
 

@@ -76,8 +76,8 @@ class Resources:
     cpus_per_shard: float = 0.5
     gpus_per_shard: float = 0.0
     # Packed copies of the expert weights for the CPU kernel (moeplane.kernels.cpu_native
-    # .packed_copies): as much memory again for them, for faster prefill where the CPU gains
-    # ("auto": CPUs with AVX-512, 1.1-1.3x at 64-512 tokens on a Xeon; not AVX2, 1.00-1.04x).
+    # .packed_copies): as much memory again for them, for faster prefill (1.1-1.3x at 64-512
+    # tokens on a Xeon, 1.02-1.14x on Zen 3). "auto": the kernel build's choice (on).
     packed_weights: str = "auto"
 
     def __post_init__(self) -> None:
