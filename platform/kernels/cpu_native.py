@@ -73,7 +73,7 @@ def packed_copies(mode: str) -> None:
     """Whether this process keeps packed copies of weight tensors (as much memory again for
     the experts' weights): ``"auto"`` (the default: the build's ``PREPACK_PAYS``, on unless
     built otherwise), ``"on"`` or ``"off"``. With copies the packed path runs from 9 rows per
-    expert: against no copies 1.1-1.3x faster at 64-512 tokens on an Intel Xeon, 1.02-1.11x
+    expert: against no copies 1.1-1.3x faster at 64-512 tokens on an Intel Xeon, 1.02-1.14x
     on AMD Zen 3 (whose AVX2 build otherwise runs token tiles there). Decode sizes run the
     same either way. ``"off"`` also drops the copies kept so far. A serving replica sets it
     from its deployment's ``resources.packed_weights``; ``prepack=`` of a call says whether

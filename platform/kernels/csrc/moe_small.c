@@ -263,7 +263,7 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #endif
 /* ... and where it does (`copies` 1: the panels come packed, except in the first call), from
  * this many rows and with no token tiles: on the Xeon 1.03-1.17x faster than dot products at
- * 12-24 rows; on Zen 3 1.02-1.11x faster than its token tiles at 8-48 rows per expert (E64,
+ * 12-24 rows; on Zen 3 1.00-1.11x faster than its token tiles at 8-48 rows per expert (E64,
  * E128), packed from 9 rows 1.07x faster than from 12 at 8-12. One switch point whether or not
  * the panels came packed, so that packing before the call changes no float. */
 #ifndef COPIES_MIN_ROWS
@@ -403,7 +403,7 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
 /* Whether callers should keep packed copies of the weights by default (moe_pack_weights; as
  * much memory again for them), and run the packed path from COPIES_MIN_ROWS rows instead of the
  * token tiles. Against no copies: on the Xeon 1.11-1.30x faster at 64-512 tokens; on Zen 3
- * 1.02-1.11x at 64-512 (E64, E128). */
+ * 1.02-1.14x at 64-512 (E64, E128). */
 #ifndef PREPACK_PAYS
 #define PREPACK_PAYS 1
 #endif
