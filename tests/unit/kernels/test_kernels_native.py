@@ -298,7 +298,7 @@ def test_prepacked_weights_give_the_same_sums(variant, shape):
 
 @pytest.fixture
 def copies_on():
-    cpu_native.packed_copies("on")  # whatever this CPU's build prefers
+    cpu_native.packed_copies("on")  # whatever this build's default
     yield
     cpu_native.packed_copies("auto")
 
@@ -357,7 +357,7 @@ def test_prepack_decision(copies_on):
     assert not torch_path.prepack(8, 9, True, True)  # decode sizes: dot products only
     assert not torch_path.prepack(10**6, 9, True, enabled=False)
     # the C kernel reports the busiest expert's rows (a shard: its own experts only)
-    # (row counts relative to this build's switch point: 9 rows on Xeon, 12 on Zen)
+    # (row counts relative to the build's switch point with copies kept)
     m = cpu_native._library().packed_min_rows
     x, gate_up, down, weights, _ = _problem(m + 3, 8, 2, 16, 8, torch.float32)
     ids = torch.tensor([[5, 6]] * (m + 1) + [[5, 7]] * 2)
@@ -380,7 +380,7 @@ def test_packed_copies_follow_the_build_unless_set():
         return got, entry is not None and isinstance(entry[1].get(id(lib)), torch.Tensor)
 
     try:
-        want, kept = copies_after_two_calls()  # "auto": where this CPU's build gains from them
+        want, kept = copies_after_two_calls()  # "auto": the build's choice (PREPACK_PAYS)
         assert kept == lib.prepack_pays
         cpu_native.packed_copies("on")
         got, kept = copies_after_two_calls()
