@@ -2,14 +2,13 @@
 
 One C call sorts the routed pairs by expert, gathers the rows, reads every
 active expert's weights once for all of its rows (dot products at decode
-sizes, a packed GEMM microkernel from 9-12 rows per expert, by CPU family) and
-fuses SwiGLU, the routing weight and the sum over top-k: no Python work per
-expert and no per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It
-was faster than the oneDNN expert loop at every size measured
-(docs/kernels.md). On CPUs where it pays (``packed_copies``), the packed
-microkernel's weight panels are packed once per weight tensor and kept while it
-lives unchanged (``_packed``; as much memory again for the experts' weights, no
-float changes).
+sizes, a packed GEMM microkernel from 9 rows per expert) and fuses SwiGLU, the
+routing weight and the sum over top-k: no Python work per expert and no
+per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It was faster than
+the oneDNN expert loop at every size measured (docs/kernels.md). By default
+(``packed_copies``) the packed microkernel's weight panels are packed once per
+weight tensor and kept while it lives unchanged (``_packed``; as much memory
+again for the experts' weights, no float changes).
 
 It runs in torch's own OpenMP pool, on ``torch.get_num_threads()`` threads:
 the library is built with ``-fopenmp`` and links ``libgomp.so.1``, which the
@@ -155,7 +154,7 @@ def _run(
     top_k = expert_ids.size(1)
     rows = tokens * top_k
     copies = _copies_on(lib)  # the paths' switch points follow it, not whether a copy exists yet
-    packed = [_packed(lib, w, prepack) for w in (gate_up_proj, down_proj)]
+    packed = [_packed(lib, w, prepack, copies) for w in (gate_up_proj, down_proj)]
     hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
     expert_ids = expert_ids.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
@@ -184,15 +183,18 @@ def _run(
         threads,
         copies,
     )
-    if prepack is None:
+    if prepack is None and copies:
         _note_rows(lib, (gate_up_proj, down_proj), packed, most)
     return out
 
 
-def _packed(lib: ctypes.CDLL, w: torch.Tensor, prepack: bool | None) -> torch.Tensor | None:
+def _packed(
+    lib: ctypes.CDLL, w: torch.Tensor, prepack: bool | None, copies: bool
+) -> torch.Tensor | None:
     """``w`` (E, N, K) packed by ``lib``'s ``moe_pack_weights`` (builds differ in panel
     width), kept while ``w`` lives unchanged (same storage, no in-place update since), or
-    None: the call packs block by block. With ``prepack`` None a tensor is packed on the
+    None: the call packs block by block. With ``prepack`` None and ``copies`` kept in this
+    process (``packed_copies``) a tensor is packed on the
     call after one whose busiest expert had the rows for the packed path (``_note_rows``,
     ``torch_path.prepack``; a view made per call is never seen twice). Decode calls cost a
     dict lookup here and no torch op: with cold caches each op costs ~0.1 ms, a twentieth
@@ -207,7 +209,7 @@ def _packed(lib: ctypes.CDLL, w: torch.Tensor, prepack: bool | None) -> torch.Te
         if isinstance(state, torch.Tensor):
             return state
         if not prepack and not torch_path.prepack(
-            state or 0, lib.packed_min_rows, state is not None, _copies_on(lib)
+            state or 0, lib.packed_min_rows, state is not None, copies
         ):
             return None
         experts, n, k = w.shape
@@ -225,7 +227,7 @@ def _note_rows(
 ) -> None:
     """After a call whose busiest expert had the rows for the packed path, remember that of
     each weight tensor not packed yet (contiguous ones): the next call packs it."""
-    if most < lib.packed_min_rows or not _copies_on(lib):
+    if most < lib.packed_min_rows:
         return
     with _packed_lock:
         for w, copy in zip(tensors, packed, strict=True):
