@@ -2,7 +2,7 @@
 
 One C call sorts the routed pairs by expert, gathers the rows, reads every
 active expert's weights once for all of its rows (dot products at decode
-sizes, a packed GEMM microkernel from 9 rows per expert) and fuses SwiGLU, the
+sizes, a packed GEMM microkernel from 9 rows per expert, 3 on Zen 5) and fuses SwiGLU, the
 routing weight and the sum over top-k: no Python work per expert and no
 per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It was faster than
 the oneDNN expert loop at every size measured (docs/kernels.md). By default
@@ -72,11 +72,11 @@ def packed_copies(mode: str) -> None:
     """Whether this process keeps packed copies of weight tensors (as much memory again for
     the experts' weights): ``"auto"`` (the default: the build's ``PREPACK_PAYS``, on unless
     built otherwise), ``"on"`` or ``"off"``. With copies the packed path runs from 9 rows per
-    expert: against no copies 1.1-1.3x faster at 64-512 tokens on an Intel Xeon, 1.02-1.14x
-    on AMD Zen 3 (whose AVX2 build otherwise runs token tiles there). Decode sizes run the
-    same either way. ``"off"`` also drops the copies kept so far. A serving replica sets it
-    from its deployment's ``resources.packed_weights``; ``prepack=`` of a call says whether
-    that call uses a copy, within the same paths."""
+    expert (3 on AMD Zen 5): against no copies 1.1-1.3x faster at 64-512 tokens on an Intel
+    Xeon, 1.02-1.14x on AMD Zen 3 (whose AVX2 build otherwise runs token tiles there).
+    Single-token decode runs the same either way. ``"off"`` also drops the copies kept so
+    far. A serving replica sets it from its deployment's ``resources.packed_weights``;
+    ``prepack=`` of a call says whether that call uses a copy, within the same paths."""
     global _copies_mode
     assert mode in _COPIES_MODES, f"packed_copies must be one of {_COPIES_MODES}, got {mode!r}"
     with _packed_lock:
@@ -314,8 +314,12 @@ def _build(defines: tuple[str, ...] = (), openmp: bool = True) -> Path:
 
 
 def _tuning() -> tuple[str, ...]:
-    """The C file's tuning for this CPU family: ``TUNE_ZEN`` on AMD (csrc/moe_small.c)."""
-    return ("-DTUNE_ZEN=1",) if "AuthenticAMD" in _cpuinfo("vendor_id") else ()
+    """The C file's tuning for this CPU family (csrc/moe_small.c): ``TUNE_ZEN`` on AMD, 5 from
+    family 26 (Zen 5) on, 1 before."""
+    if "AuthenticAMD" not in _cpuinfo("vendor_id"):
+        return ()
+    family = _cpuinfo("cpu family").rpartition(":")[2].strip()
+    return ("-DTUNE_ZEN=5",) if family.isdigit() and int(family) >= 26 else ("-DTUNE_ZEN=1",)
 
 
 def _build_with(compiler: str, flags: tuple[str, ...]) -> Path:

@@ -30,9 +30,10 @@
 #endif
 
 /* Tuning per CPU family, each measured with bench/kernel_variants.py on 2 cores: TUNE_ZEN = 1
- * (the build passes it on AMD CPUs) keeps what Zen 3 and Zen 4 hosts measured; 0 takes what an
- * Intel Xeon with AVX-512 measured (docs/benchmarks.md, 2026-11-30). The -D knobs below
- * override either. */
+ * (the build passes it on AMD CPUs before family 26) keeps what Zen 3 and Zen 4 hosts measured;
+ * 5 (family 26 and later) is that and what a Zen 5 host measured (full-width AVX-512); 0 takes
+ * what an Intel Xeon with AVX-512 measured (docs/benchmarks.md, 2026-11-30). The -D knobs below
+ * override any of them. */
 #ifndef TUNE_ZEN
 #define TUNE_ZEN 0
 #endif
@@ -264,17 +265,20 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 /* ... and where it does (`copies` 1: the panels come packed, except in the first call), from
  * this many rows and with no token tiles: on the Xeon 1.03-1.17x faster than dot products at
  * 12-24 rows; on Zen 3 1.00-1.11x faster than its token tiles at 8-48 rows per expert (E64,
- * E128), packed from 9 rows 1.07x faster than from 12 at 8-12. One switch point whether or not
- * the panels came packed, so that packing before the call changes no float. */
+ * E128), packed from 9 rows 1.07x faster than from 12 at 8-12, from 7 or 8 no faster. On Zen 5
+ * from 3 rows: 1.10-1.14x faster than from 9 at 4-12 rows per expert (E64 at 32-64 tokens, E128
+ * at 64-128), the same at 1-2 and from 16; from 1 row 1.03-1.05x slower at decode. One switch
+ * point whether or not the panels came packed, so that packing before the call changes no
+ * float. */
 #ifndef COPIES_MIN_ROWS
-#define COPIES_MIN_ROWS 9
+#define COPIES_MIN_ROWS (TUNE_ZEN >= 5 ? 3 : 9)
 #endif
 /* How the passes over a packed block fetch the next one: spread over all of them (each its
  * share of the lines), so that the stream from memory runs through the whole block's compute;
- * Zen builds keep the first two passes fetching one line per step. Xeon: 1.10x faster at 256-512
- * tokens, 1.03-1.06x at 2048 (E64, E128). */
+ * Zen 3 and 4 builds keep the first two passes fetching one line per step. Xeon: 1.10x faster at 256-512
+ * tokens, 1.03-1.06x at 2048 (E64, E128); Zen 5: 1.02-1.06x at 256-1024, 1.01x at 2048. */
 #ifndef SPREAD_PASSES
-#define SPREAD_PASSES (!TUNE_ZEN)
+#define SPREAD_PASSES (TUNE_ZEN == 0 || TUNE_ZEN >= 5)
 #endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */

@@ -31,10 +31,11 @@ NATIVE_SHAPES = [
 ]
 
 # Builds this CPU's own may not be: each vector width (16 lanes builds on AVX2 too, as pairs
-# of registers) with each CPU family's tuning (Zen: dot products in blocks of 32 weight rows;
-# others: blocks of 3, packed blocks fetched over all passes), with packed copies of the weights
-# (packed path from 9 rows, no token tiles) and without ("no copies": packed from 12 rows on
-# Zen, token tiles for 9-96 rows where the build has them).
+# of registers) with each CPU family's tuning (Zen: dot products in blocks of 32 weight rows,
+# others: blocks of 3; packed blocks fetched over all passes outside Zen 3/4), with packed
+# copies of the weights (packed path from 9 rows, from 3 with Zen 5's tuning, no token tiles)
+# and without ("no copies": packed from 12 rows on Zen, token tiles for 9-96 rows where the
+# build has them).
 VARIANTS = {
     "8 lanes, Zen tuning": ("-DLANES=8", "-DTUNE_ZEN=1"),
     "8 lanes, Zen tuning, no copies": ("-DLANES=8", "-DTUNE_ZEN=1", "-DPREPACK_PAYS=0"),
@@ -43,6 +44,7 @@ VARIANTS = {
     "16 lanes, Zen tuning": ("-DLANES=16", "-DTUNE_ZEN=1"),
     "16 lanes, Zen tuning, no copies": ("-DLANES=16", "-DTUNE_ZEN=1", "-DPREPACK_PAYS=0"),
     "16 lanes, Xeon tuning": ("-DLANES=16", "-DTUNE_ZEN=0"),
+    "16 lanes, Zen 5 tuning": ("-DLANES=16", "-DTUNE_ZEN=5"),
     "16 lanes, token tiles 9-96 rows, no copies": (
         "-DLANES=16",
         "-DXT_MIN_ROWS=9",
@@ -237,12 +239,22 @@ def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
 
 
 def test_amd_cpus_build_with_the_zen_tuning(monkeypatch):
-    vendor = {"vendor_id": "vendor_id\t: AuthenticAMD"}
-    monkeypatch.setattr(cpu_native, "_cpuinfo", lambda field: vendor.get(field, ""))
-    assert cpu_native._tuning() == ("-DTUNE_ZEN=1",)
+    info = {"vendor_id": "vendor_id\t: AuthenticAMD"}
+    monkeypatch.setattr(cpu_native, "_cpuinfo", lambda field: info.get(field, ""))
+    assert cpu_native._tuning() == ("-DTUNE_ZEN=1",)  # no family line: the older tuning
     assert "AuthenticAMD" in cpu_native._cpu_signature()  # a build per vendor
-    vendor["vendor_id"] = "vendor_id\t: GenuineIntel"
+    for family, tuning in [(23, "1"), (25, "1"), (26, "5"), (27, "5")]:  # Zen 5 is family 26
+        info["cpu family"] = f"cpu family\t: {family}"
+        assert cpu_native._tuning() == (f"-DTUNE_ZEN={tuning}",), family
+    info["vendor_id"] = "vendor_id\t: GenuineIntel"
     assert cpu_native._tuning() == ()
+
+
+def test_switch_points_per_tuning():
+    # rows per expert from which the packed path runs, with copies kept and without
+    libs = {zen: cpu_native._load((f"-DTUNE_ZEN={zen}", "-DLANES=16"), True) for zen in "015"}
+    points = {zen: (lib.packed_min_rows, lib.moe_packed_min_rows(0)) for zen, lib in libs.items()}
+    assert points == {"0": (9, 9), "1": (9, 12), "5": (3, 12)}
 
 
 def test_build_without_a_compiler_says_so(tmp_path, monkeypatch):
@@ -345,7 +357,7 @@ def test_views_made_per_call_and_decode_calls_are_never_packed(copies_on):
         cpu_native.inference_experts(x, gate_up_view, down_view, weights, ids, first_expert=1)
     lib = id(cpu_native._library())
     assert all(isinstance(cpu_native._packed_weights[w][1][lib], int) for p in views for w in p)
-    few = _problem(4, 4, 2, 48, 24, torch.float32, seed=7)  # 2 rows per expert: dot products
+    few = _problem(2, 4, 2, 48, 24, torch.float32, seed=7)  # <= 2 rows per expert: dot products
     for _ in range(3):
         cpu_native.inference_experts(*few)
     assert few[1] not in cpu_native._packed_weights  # never noted, never packed
@@ -402,13 +414,14 @@ def test_builds_keep_packed_copies_unless_built_without():
 
 
 def test_copies_switch_the_paths_in_every_call():
-    # with copies the packed path runs from 9 rows instead of the token tiles (AVX2) or dot
-    # products (Zen: up to 11 rows), in the first call (packing in the call) as in later ones
-    # (kept copies): the same floats from every call. Tiles and packed weights sum each output
-    # in the same order; dot products sum lanes, so those floats differ by rounding.
-    for name in ("8 lanes, Zen tuning", "16 lanes, Zen tuning"):
+    # with copies the packed path runs from 9 rows (Zen 5: 3) instead of the token tiles (AVX2)
+    # or dot products (Zen: up to 11 rows), in the first call (packing in the call) as in later
+    # ones (kept copies): the same floats from every call. Tiles and packed weights sum each
+    # output in the same order; dot products sum lanes, so those floats differ by rounding.
+    for name in ("8 lanes, Zen tuning", "16 lanes, Zen tuning", "16 lanes, Zen 5 tuning"):
         kernel = cpu_native.variant(*VARIANTS[name])
-        for shape in [(40, 4, 1, 37, 13), (64, 4, 4, 48, 24), (200, 4, 4, 64, 40)]:
+        shapes = [(24, 8, 2, 37, 13), (40, 4, 1, 37, 13), (64, 4, 4, 48, 24), (200, 4, 4, 64, 40)]
+        for shape in shapes:
             problem = _problem(*shape, torch.float32)
             try:
                 cpu_native.packed_copies("off")
