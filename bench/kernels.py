@@ -11,16 +11,19 @@
 Everything is measured in this one run. Each row's round-robin also times two
 probes of the machine's limits, under the same conditions as the implementations:
 a ``sum`` over 1 GiB (memory bandwidth) and a square GEMM (peak: the faster of
-matmul and, on CPU, oneDNN). Every call starts with cold caches (a large buffer
-is written first, so weights come from DRAM as they would in a real multi-layer
-model). roofline = max(weight bytes of the experts actually hit / bandwidth,
-FLOPs / GEMM peak); "x roof" = time / roofline (1.0 is the physical limit).
-"x roof" and moeplane's "% bandwidth" and "% peak" are medians over the rounds
-of each round's own ratio (a call and its round's probes run within a second of
-each other); the other columns are medians. The shared hosts this runs on switch
-between bandwidth levels every few seconds (about 34 and 58 GB/s on 2026-11-29),
-so a probe run apart from a row misstates its limit; the summary also counts the
-target against the best limits seen anywhere in the run, the stricter reading.
+matmul and, on CPU, oneDNN). Every call starts with cold caches: a large buffer is
+read first on CPU (written on GPU), so weights come from DRAM as they would in a
+real multi-layer model. On CPU a written buffer would leave the cache full of dirty
+lines, whose write-back the next call pays for: 1.08x at 1 token on Zen 5, 1.01x
+at 8-32, traffic that the roofline does not count. roofline = max(weight bytes of
+the experts actually hit / bandwidth, FLOPs / GEMM peak); "x roof" = time /
+roofline (1.0 is the physical limit). "x roof" and moeplane's "% bandwidth" and
+"% peak" are medians over the rounds of each round's own ratio (a call and its
+round's probes run within a second of each other); the other columns are medians.
+The shared hosts this runs on switch between bandwidth levels every few seconds
+(about 34 and 58 GB/s on 2026-11-29), so a probe run apart from a row misstates
+its limit; the summary also counts the target against the best limits seen
+anywhere in the run, the stricter reading.
 """
 
 from __future__ import annotations
@@ -152,8 +155,8 @@ class Probes:
 
 
 def _timed(fn: Callable[[], object], flush: torch.Tensor | None, dev: Device) -> float:
-    if flush is not None:
-        flush.fill_(1.0)  # evict the weights from cache
+    if flush is not None:  # evict the weights from cache
+        flush.zero_() if dev.cuda else flush.sum()  # read on CPU: clean lines
     dev.sync()
     start = time.perf_counter()
     fn()
@@ -185,7 +188,7 @@ def implementations(
 
 def run(tokens_list: tuple[int, ...], shapes: tuple[Shape, ...], repeats: int, dev: Device) -> str:
     threads = torch.get_num_threads()
-    flush = torch.empty(FLUSH_BYTES // 4, device=dev.device)
+    flush = torch.ones(FLUSH_BYTES // 4, device=dev.device)
     probes = Probes(dev)
     before = probes.best(repeats, flush, dev)
     rows = _rows(tokens_list, shapes, repeats, flush, dev, probes)
