@@ -110,8 +110,9 @@ def rounds_ms(
     implementation alike; each round starts one implementation later, so none
     always runs right after the same other (what ran just before moved a call's
     time by up to 16 %)."""
-    for call in calls.values():
-        call()  # warm-up: allocator, MKL buffers, Triton compiles
+    for call in calls.values():  # warm-up: allocator, MKL buffers, Triton compiles, and
+        call()  # moeplane's packed copies of the weights, which the second call makes
+        call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(repeats):
