@@ -11,7 +11,7 @@
  *   packing of the weights);
  * - otherwise from PACKED_MIN_ROWS rows (COPIES_MIN_ROWS where the caller keeps copies): blocks
  *   of NR weight rows are transposed once into a packed buffer and multiplied as outer products
- *   (a GEMM microkernel), MR rows at a time; or the caller packed the weights before
+ *   (a GEMM microkernel), up to MR rows at a time; or the caller packed the weights before
  *   (moe_pack_weights) and the blocks are read as they are.
  * Vector width: LANES floats (16 with AVX-512, else 8); accumulators use explicit FMAs, so a
  * float's value does not depend on which code path or thread computed it.
@@ -244,8 +244,10 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * MR broadcasts of x and 2 MR FMAs. Measured on a Zen 4 core, weights in L2, packing included:
  * 78 / 91 / 99 / 103 GFLOP/s at 16 / 32 / 64 / 128 rows (dot products: 80-87). */
 #define NR (2 * LANES) /* weight rows per packed block */
-/* token rows per pass over a packed block: MR x 2 accumulators, 2 weight vectors and a
- * broadcast fit the register file */
+/* token rows per pass over a packed block (at most; up to 12): MR x 2 accumulators, 2 weight
+ * vectors and a broadcast fit the register file. On Zen 5, with balanced passes, 10 ran as fast
+ * as 8 and 12 1.01-1.05x slower (E128, 64-512 tokens); without them 12 was 1.04x faster at 128
+ * tokens and 1.09x slower at 256. */
 #ifndef MR
 #if LANES == 16
 #define MR 8
@@ -279,6 +281,15 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * tokens, 1.03-1.06x at 2048 (E64, E128); Zen 5: 1.02-1.06x at 256-1024, 1.01x at 2048. */
 #ifndef SPREAD_PASSES
 #define SPREAD_PASSES (TUNE_ZEN == 0 || TUNE_ZEN >= 5)
+#endif
+/* Passes over a packed block of equal size (rows / passes, give or take one) instead of MR
+ * rows each and the rest: a pass of 1-3 rows keeps only 2-6 FMA chains, fewer than the 8 that
+ * two FMA pipes of 4 cycles' latency need, so 9 rows as 8 + 1 took longer than as 5 + 4. Which
+ * pass computes a row changes no float. AVX-512 builds on Zen 5 (E128): 1.06-1.07x faster at
+ * 128-192 tokens, 1.10-1.12x at 256, 1.06x at 512, the same at 1024-2048; E64 1.01-1.05x at
+ * 64-256, 1.00 at 512, 1.01-1.02x slower at 1024. The AVX2 build on that host: the same (0.99-1.02). */
+#ifndef BALANCED_PASSES
+#define BALANCED_PASSES (LANES == 16)
 #endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
@@ -379,6 +390,14 @@ static void outer(int m, const float *wp, int64_t k, const float *x, int64_t ldx
 #if MR > 6
     case 6: outer_block(6, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
     case 7: outer_block(7, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+#endif
+#if MR > 8
+    case 8: outer_block(8, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 9: outer_block(9, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+#endif
+#if MR > 10
+    case 10: outer_block(10, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
+    case 11: outer_block(11, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
 #endif
     default: outer_block(MR, wp, k, x, ldx, y, ldy, off, n, ahead, lines_per_step); break;
     }
@@ -577,11 +596,12 @@ static void rows_between(int64_t lo, int64_t hi, const float *w, const float *pa
                  * it (or reading its panel) does not wait on memory: pass p of P its lines
                  * L p / P .. L (p + 1) / P */
                 const int64_t lines = NR * k / 16, passes = (rows + MR - 1) / MR;
-                for (int64_t r0 = 0, p = 0; r0 < rows; r0 += MR, p++) {
+                for (int64_t r0 = 0, r1, p = 0; r0 < rows; r0 = r1, p++) {
+                    r1 = BALANCED_PASSES ? rows * (p + 1) / passes : min64(r0 + MR, rows);
                     const int64_t from = SPREAD_PASSES ? lines * p / passes : p * k;
                     const int64_t to =
                         SPREAD_PASSES ? lines * (p + 1) / passes : min64((p + 1) * k, lines);
-                    outer((int)min64(MR, rows - r0), block, k, x + (first + r0) * ldx, ldx,
+                    outer((int)(r1 - r0), block, k, x + (first + r0) * ldx, ldx,
                           y + (first + r0) * ldy + b, ldy, off, n,
                           from < to ? next + from * 16 : NULL,
                           (uint64_t)min64(to - from, k) * ((uint64_t)1 << 32) / (uint64_t)k);
@@ -600,7 +620,9 @@ static void rows_between(int64_t lo, int64_t hi, const float *w, const float *pa
 /* Work units of one phase: thread t starts on queue t, units front .. back - 1 of its own
  * contiguous run, taken from the front; a thread with none left takes the back unit of the
  * queue with the most left. One 64-bit word (front << 32 | back) per queue, on its own line. */
+#ifndef UNITS_PER_THREAD
 #define UNITS_PER_THREAD 16
+#endif
 typedef struct {
     _Alignas(64) _Atomic uint64_t front_back;
 } queue;

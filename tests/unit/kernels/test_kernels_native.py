@@ -35,7 +35,7 @@ NATIVE_SHAPES = [
 # others: blocks of 3; packed blocks fetched over all passes outside Zen 3/4), with packed
 # copies of the weights (packed path from 9 rows, from 3 with Zen 5's tuning, no token tiles)
 # and without ("no copies": packed from 12 rows on Zen, token tiles for 9-96 rows where the
-# build has them).
+# build has them), and the packed path's passes split otherwise (balanced on AVX-512 builds).
 VARIANTS = {
     "8 lanes, Zen tuning": ("-DLANES=8", "-DTUNE_ZEN=1"),
     "8 lanes, Zen tuning, no copies": ("-DLANES=8", "-DTUNE_ZEN=1", "-DPREPACK_PAYS=0"),
@@ -45,6 +45,8 @@ VARIANTS = {
     "16 lanes, Zen tuning, no copies": ("-DLANES=16", "-DTUNE_ZEN=1", "-DPREPACK_PAYS=0"),
     "16 lanes, Xeon tuning": ("-DLANES=16", "-DTUNE_ZEN=0"),
     "16 lanes, Zen 5 tuning": ("-DLANES=16", "-DTUNE_ZEN=5"),
+    "16 lanes, 12-row passes, not balanced": ("-DLANES=16", "-DMR=12", "-DBALANCED_PASSES=0"),
+    "8 lanes, balanced passes": ("-DLANES=8", "-DBALANCED_PASSES=1"),
     "16 lanes, token tiles 9-96 rows, no copies": (
         "-DLANES=16",
         "-DXT_MIN_ROWS=9",
@@ -433,3 +435,18 @@ def test_copies_switch_the_paths_in_every_call():
             assert all(torch.equal(got, with_copies[0]) for got in with_copies), (name, shape)
             torch.testing.assert_close(with_copies[0], without, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(without, ref_experts(*problem), rtol=1e-4, atol=1e-4)
+
+
+def test_balanced_passes_change_no_float():
+    # passes of rows / passes rows (AVX-512 builds) or of MR rows and the rest: each row's
+    # outputs are summed in the same order either way
+    for lanes in ("8", "16"):
+        kernels = [
+            cpu_native.variant(f"-DLANES={lanes}", f"-DBALANCED_PASSES={on}", "-DMR=6")
+            for on in (0, 1)
+        ]
+        for shape in [(40, 4, 1, 37, 13), (100, 3, 2, 33, 17), (300, 2, 1, 20, 40)]:
+            problem = _problem(*shape, torch.float32)
+            got = [kernel(*problem) for kernel in kernels]
+            assert torch.equal(got[0], got[1]), (lanes, shape)
+            torch.testing.assert_close(got[0], ref_experts(*problem), rtol=1e-4, atol=1e-4)
