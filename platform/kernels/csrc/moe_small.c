@@ -246,7 +246,7 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #define NR (2 * LANES) /* weight rows per packed block */
 /* token rows per pass over a packed block (at most; up to 12): MR x 2 accumulators, 2 weight
  * vectors and a broadcast fit the register file. On Zen 5, with balanced passes, 10 ran as fast
- * as 8 and 12 1.01-1.05x slower (E128, 64-512 tokens); without them 12 was 1.04x faster at 128
+ * as 8 and 12 1.00-1.02x slower (E128, 64-512 tokens); without them 12 was 1.04x faster at 128
  * tokens and 1.09x slower at 256. */
 #ifndef MR
 #if LANES == 16
