@@ -287,7 +287,8 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * two FMA pipes of 4 cycles' latency need, so 9 rows as 8 + 1 took longer than as 5 + 4. Which
  * pass computes a row changes no float. AVX-512 builds on Zen 5 (E128): 1.06-1.07x faster at
  * 128-192 tokens, 1.10-1.12x at 256, 1.06x at 512, the same at 1024-2048; E64 1.01-1.05x at
- * 64-256, 1.00 at 512, 1.01-1.02x slower at 1024. The AVX2 build on that host: the same (0.99-1.02). */
+ * 64-256, 1.00 at 512, 1.01-1.02x slower at 1024. The AVX2 build on that host: the same
+ * (0.99-1.02). Zen 4 and the Xeon have not measured it. */
 #ifndef BALANCED_PASSES
 #define BALANCED_PASSES (LANES == 16)
 #endif
