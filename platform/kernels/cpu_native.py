@@ -2,8 +2,8 @@
 
 One C call sorts the routed pairs by expert, gathers the rows, reads every
 active expert's weights once for all of its rows (dot products at decode
-sizes, a packed GEMM microkernel from 9 rows per expert, 3 on Zen 5) and fuses SwiGLU, the
-routing weight and the sum over top-k: no Python work per expert and no
+sizes, a packed GEMM microkernel from 9 rows per expert, 3 on Zen 5) and fuses
+SwiGLU, the routing weight and the sum over top-k: no Python work per expert and no
 per-call GEMM setup (a oneDNN GEMM costs ~12 us to set up). It was faster than
 the oneDNN expert loop at every size measured (docs/kernels.md). By default
 (``packed_copies``) the packed microkernel's weight panels are packed once per

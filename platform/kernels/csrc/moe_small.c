@@ -277,8 +277,9 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
 #endif
 /* How the passes over a packed block fetch the next one: spread over all of them (each its
  * share of the lines), so that the stream from memory runs through the whole block's compute;
- * Zen 3 and 4 builds keep the first two passes fetching one line per step. Xeon: 1.10x faster at 256-512
- * tokens, 1.03-1.06x at 2048 (E64, E128); Zen 5: 1.02-1.06x at 256-1024, 1.01x at 2048. */
+ * Zen 3 and 4 builds keep the first two passes fetching one line per step. Xeon: 1.10x faster
+ * at 256-512 tokens, 1.03-1.06x at 2048 (E64, E128); Zen 5: 1.02-1.06x at 256-1024, 1.01x at
+ * 2048. */
 #ifndef SPREAD_PASSES
 #define SPREAD_PASSES (TUNE_ZEN == 0 || TUNE_ZEN >= 5)
 #endif

@@ -438,8 +438,8 @@ def test_copies_switch_the_paths_in_every_call():
 
 
 def test_balanced_passes_change_no_float():
-    # passes of rows / passes rows (AVX-512 builds) or of MR rows and the rest: each row's
-    # outputs are summed in the same order either way
+    # passes of rows / passes rows (AVX-512 builds) or of MR rows and the rest (MR 6 here, for
+    # more passes): each row's outputs are summed in the same order either way
     for lanes in ("8", "16"):
         kernels = [
             cpu_native.variant(f"-DLANES={lanes}", f"-DBALANCED_PASSES={on}", "-DMR=6")
