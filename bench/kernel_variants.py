@@ -10,11 +10,12 @@ build, the next two the same with the weights packed block by block in every cal
 the paths the build picks where copies are kept; the default and the variants keep
 copies (``cpu_native.packed_copies``) unless built with -DPREPACK_PAYS=0, which also
 brings back the paths without copies (token tiles on AVX2). Knobs: TUNE_ZEN (1: the
-values measured on AMD Zen, which the build passes on AMD CPUs; 0: those measured on
-an Intel Xeon), LANES
-(8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR, BLOCK_ROWS,
-PACKED_MIN_ROWS, SPREAD_PASSES, PREFETCH_AHEAD / PREFETCH_NEAR /
-NEAR_ROWS (prefetch distance in floats, and the passes that take the near one),
+values measured on AMD Zen 3 and 4, which the build passes on AMD CPUs before family
+26; 5: those and Zen 5's, from family 26 on; 0: those measured on an Intel Xeon),
+LANES (8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR (up to 12),
+BLOCK_ROWS, PACKED_MIN_ROWS, SPREAD_PASSES, BALANCED_PASSES (passes of equal size),
+PREFETCH_AHEAD / PREFETCH_NEAR / NEAR_ROWS (prefetch distance in floats, and the
+passes that take the near one), UNITS_PER_THREAD (work units per thread),
 PREPACK_PAYS (keep packed copies), COPIES_MIN_ROWS (the packed path's start with copies).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then

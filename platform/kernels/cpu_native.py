@@ -194,11 +194,10 @@ def _packed(
     """``w`` (E, N, K) packed by ``lib``'s ``moe_pack_weights`` (builds differ in panel
     width), kept while ``w`` lives unchanged (same storage, no in-place update since), or
     None: the call packs block by block. With ``prepack`` None and ``copies`` kept in this
-    process (``packed_copies``) a tensor is packed on the
-    call after one whose busiest expert had the rows for the packed path (``_note_rows``,
-    ``torch_path.prepack``; a view made per call is never seen twice). Decode calls cost a
-    dict lookup here and no torch op: with cold caches each op costs ~0.1 ms, a twentieth
-    of a one-token layer."""
+    process (``packed_copies``) a tensor is packed on the call after one whose busiest
+    expert had the rows for the packed path (``_note_rows``, ``torch_path.prepack``; a view
+    made per call is never seen twice). Decode calls cost a dict lookup here and no torch
+    op: with cold caches each op costs ~0.1 ms, a twentieth of a one-token layer."""
     if prepack is False or not w.is_contiguous():
         return None
     if w not in _packed_weights and not prepack:
