@@ -89,7 +89,7 @@ def scratch_bytes(rows: int, hidden: int, inter: int) -> int:
     """Bytes of scratch a call over ``rows`` (token, k) pairs needs on torch's threads."""
     lib = _library()
     assert lib is not None, "the C kernel is not available (see available())"
-    floats = lib.moe_small_scratch_floats(rows, hidden, inter, torch.get_num_threads())
+    floats = _scratch_numels(lib, rows, hidden, inter, 0, torch.get_num_threads())[0]
     return floats * 4 + rows * 8  # and the sort's int64 per row
 
 
@@ -147,28 +147,35 @@ def _run(
     *,
     prepack: bool | None = None,
 ) -> torch.Tensor:
+    # Each Python step here runs with cold caches in a decode step (the layer's weights
+    # stream through L2 and L3 between calls), where it costs ~5-25 us, not the ~0.1-1 us
+    # of a warm loop: no-op conversions and lookups are skipped (docs/kernels-cpu.md).
     assert hidden.dtype == gate_up_proj.dtype == down_proj.dtype == torch.float32
     assert not (hidden.requires_grad and torch.is_grad_enabled()), "forward only"
     tokens, size = hidden.shape
-    num_experts, inter = down_proj.size(0), down_proj.size(-1)
-    top_k = expert_ids.size(1)
-    rows = tokens * top_k
+    num_experts, _, inter = down_proj.shape
+    top_k = expert_ids.shape[1]
     copies = _copies_on(lib)  # the paths' switch points follow it, not whether a copy exists yet
-    packed = [_packed(lib, w, prepack, copies) for w in (gate_up_proj, down_proj)]
+    # An expert has at most one row per token: below the packed path's switch point no packed
+    # copy is read, so none is looked up or noted (the same floats either way).
+    if prepack or (prepack is None and tokens >= lib.packed_min_rows_by_copies[copies]):
+        packed = [_packed(lib, w, prepack, copies) for w in (gate_up_proj, down_proj)]
+    else:
+        packed = None
     hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
-    expert_ids = expert_ids.to(torch.int64).contiguous()
-    weights = weights.to(torch.float32).contiguous()
+    if expert_ids.dtype != torch.int64:
+        expert_ids = expert_ids.to(torch.int64)
+    if weights.dtype != torch.float32:
+        weights = weights.to(torch.float32)
+    expert_ids, weights = expert_ids.contiguous(), weights.contiguous()
     out = torch.empty_like(hidden)
     threads = torch.get_num_threads()
-    floats = _scratch(
-        "floats", lib.moe_small_scratch_floats(rows, size, inter, threads), torch.float32
-    )
-    ints = _scratch("ints", lib.moe_small_scratch_ints(rows, num_experts), torch.int64)
+    floats, ints = _scratches(lib, tokens * top_k, size, inter, num_experts, threads)
     most = lib.moe_small_experts(
         hidden.data_ptr(),
         gate_up_proj.data_ptr(),
         down_proj.data_ptr(),
-        *(None if p is None else p.data_ptr() for p in packed),
+        *(None if p is None else p.data_ptr() for p in packed or (None, None)),
         expert_ids.data_ptr(),
         weights.data_ptr(),
         tokens,
@@ -183,7 +190,7 @@ def _run(
         threads,
         copies,
     )
-    if prepack is None and copies:
+    if packed is not None and prepack is None and copies:
         _note_rows(lib, (gate_up_proj, down_proj), packed, most)
     return out
 
@@ -248,6 +255,26 @@ def _entry(w: torch.Tensor) -> tuple[tuple, dict[int, torch.Tensor | int]]:
     return key, known[1] if known is not None and known[0] == key else {}
 
 
+def _scratches(
+    lib: ctypes.CDLL, rows: int, size: int, inter: int, num_experts: int, threads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float and int64 scratch of a call."""
+    floats, ints = _scratch_numels(lib, rows, size, inter, num_experts, threads)
+    return _scratch("floats", floats, torch.float32), _scratch("ints", ints, torch.int64)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scratch_numels(
+    lib: ctypes.CDLL, rows: int, size: int, inter: int, num_experts: int, threads: int
+) -> tuple[int, int]:
+    """Floats and int64s of scratch a call needs (remembered: a ctypes call costs ~15 us
+    with cold caches)."""
+    return (
+        lib.moe_small_scratch_floats(rows, size, inter, threads),
+        lib.moe_small_scratch_ints(rows, num_experts),
+    )
+
+
 def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A buffer of at least ``numel`` elements, kept per thread between calls: a fresh
     multi-MB tensor costs page faults on every call (glibc returns big blocks to the OS),
@@ -285,6 +312,7 @@ def _load(defines: tuple[str, ...], openmp: bool) -> ctypes.CDLL | None:
     lib.moe_packed_min_rows.argtypes = [ctypes.c_int]
     lib.moe_packed_min_rows.restype = _I64
     lib.packed_min_rows = lib.moe_packed_min_rows(1)  # with copies kept: when to pack
+    lib.packed_min_rows_by_copies = (lib.moe_packed_min_rows(0), lib.packed_min_rows)
     lib.moe_prepack_pays.argtypes = []
     lib.moe_prepack_pays.restype = _I64
     lib.prepack_pays = bool(lib.moe_prepack_pays())

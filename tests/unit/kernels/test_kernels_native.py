@@ -365,6 +365,27 @@ def test_views_made_per_call_and_decode_calls_are_never_packed(copies_on):
     assert few[1] not in cpu_native._packed_weights  # never noted, never packed
 
 
+def test_calls_below_the_packed_switch_point_skip_the_copies_bookkeeping(copies_on, monkeypatch):
+    # an expert has at most one row per token: with fewer tokens than the packed path's switch
+    # point no copy is read, so none is looked up or noted (a decode step's Python, cold)
+    lib = cpu_native._library()
+    m = lib.packed_min_rows
+    x, gate_up, down, weights, ids = _problem(m, 4, 2, 48, 24, torch.float32, seed=11)
+    want = [
+        cpu_native.inference_experts(x[:t], gate_up, down, weights[:t], ids[:t]) for t in (1, m)
+    ]
+    seen = []
+    monkeypatch.setattr(cpu_native, "_packed", lambda lib, w, *a: seen.append(w))
+    got = cpu_native.inference_experts(x[:1], gate_up, down, weights[:1], ids[:1])
+    assert seen == [] and torch.equal(got, want[0])
+    got = cpu_native.inference_experts(x, gate_up, down, weights, ids)
+    assert seen == [gate_up, down] and torch.equal(got, want[1])
+    # an explicit prepack=True still packs now, at any size
+    monkeypatch.undo()
+    cpu_native.inference_experts(x[:1], gate_up, down, weights[:1], ids[:1], prepack=True)
+    assert isinstance(cpu_native._packed_weights[gate_up][1][id(lib)], torch.Tensor)
+
+
 def test_prepack_decision(copies_on):
     assert not torch_path.prepack(30, 9, seen_before=False, enabled=True)
     assert torch_path.prepack(9, 9, seen_before=True, enabled=True)

@@ -7,6 +7,7 @@ from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterfac
 
 import moeplane.kernels
 from moeplane.kernels import transformers_integration
+from tests.unit.kernels.kernels_reference import ref_experts
 
 
 def _tiny_config() -> Qwen3MoeConfig:
@@ -70,3 +71,29 @@ def test_unsupported_layout_raises():
     model.model.layers[0].mlp.experts.has_bias = True
     with pytest.raises(transformers_integration.UnsupportedExpertsLayout):
         model(input_ids=torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_layout_is_checked_on_a_modules_first_call_and_weights_may_be_buffers():
+    forward = transformers_integration.moeplane_experts_forward
+    first, second = (layer.mlp.experts for layer in _model("moeplane").model.layers)
+    hidden = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    ids = torch.tensor([[0, 3], [1, 2], [7, 0], [3, 4], [5, 6]])
+    weights = torch.full((5, 2), 0.5)
+    with torch.no_grad():
+        want = forward(first, hidden, ids, weights)
+        reference = ref_experts(hidden, first.gate_up_proj, first.down_proj, weights, ids)
+        torch.testing.assert_close(want, reference, rtol=1e-5, atol=1e-5)
+        assert first.__dict__[transformers_integration._CHECKED] is True
+        # a module that fails the check is checked again on every call
+        second.has_bias = True
+        for _ in range(2):
+            with pytest.raises(transformers_integration.UnsupportedExpertsLayout):
+                forward(second, hidden, ids, weights)
+        second.has_bias = False
+        assert forward(second, hidden, ids, weights).shape == (5, 64)
+        # weights held as buffers, not parameters
+        gate_up, down = first.gate_up_proj.detach().clone(), first.down_proj.detach().clone()
+        del first.gate_up_proj, first.down_proj
+        first.register_buffer("gate_up_proj", gate_up)
+        first.register_buffer("down_proj", down)
+        assert torch.equal(forward(first, hidden, ids, weights), want)
