@@ -61,9 +61,11 @@ def experts(
     assert gs[2] == ds[1] == hs[1]
     assert backend in _BACKENDS, f"backend must be one of {_BACKENDS}"
 
-    gate_up_proj, down_proj, num_experts, start = _shard_weights(
-        gate_up_proj, down_proj, expert_range
-    )
+    num_experts, start = gs[0], 0
+    if expert_range is not None:
+        gate_up_proj, down_proj, num_experts, start = _shard_weights(
+            gate_up_proj, down_proj, expert_range
+        )
     out_dtype = hidden.dtype
     # transformers casts activations to the weights' dtype (a no-op .to costs ~20 us cold)
     x = _as(hidden, gate_up_proj.dtype)
@@ -73,7 +75,9 @@ def experts(
     )
     if backend in ("triton", "native"):
         assert not needs_grad, f"the {backend} path is forward-only; use backend='torch' to train"
-    if backend == "triton" or (backend == "auto" and _auto_triton(x, needs_grad)):
+    # Triton is forward-only here: under autograd the torch path runs.
+    auto_triton = x.is_cuda and not needs_grad and triton_path.is_available()
+    if backend == "triton" or (backend == "auto" and auto_triton):
         out = triton_path.fused_experts(x, gate_up_proj, down_proj, weights, expert_ids, start)
         return _as(out, out_dtype)
 
@@ -113,11 +117,9 @@ def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _shard_weights(
     gate_up_proj: torch.Tensor,
     down_proj: torch.Tensor,
-    expert_range: tuple[int, int] | None,
+    expert_range: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """The weights of the experts to compute, their count and first global id."""
-    if expert_range is None:
-        return gate_up_proj, down_proj, gate_up_proj.size(0), 0
+    """The weights of a shard's experts, their count and first global id."""
     start, stop = expert_range
     assert 0 <= start <= stop, f"bad expert_range {expert_range}"
     held = gate_up_proj.size(0)
@@ -145,8 +147,3 @@ def _auto_native(
         rows = int(((expert_ids >= expert_range[0]) & (expert_ids < expert_range[1])).sum())
     scratch = cpu_native.scratch_bytes(expert_ids.numel(), x.shape[1], down_proj.shape[2])
     return torch_path.use_native(x.device, x.dtype, rows, num_experts, scratch_bytes=scratch)
-
-
-def _auto_triton(x: torch.Tensor, needs_grad: bool) -> bool:
-    # Triton is forward-only here: under autograd the torch path runs.
-    return x.is_cuda and not needs_grad and triton_path.is_available()

@@ -155,14 +155,17 @@ def _run(
     tokens, size = hidden.shape
     num_experts, _, inter = down_proj.shape
     top_k = expert_ids.shape[1]
-    copies = _copies_on(lib)  # the paths' switch points follow it, not whether a copy exists yet
+    # the paths' switch points follow the mode, not whether a copy exists yet
+    copies = _copies_mode == "on" or (_copies_mode == "auto" and lib.prepack_pays)
     # An expert has at most one row per token: below the packed path's switch point no packed
     # copy is read, so none is looked up or noted (the same floats either way).
+    packed, packed_ptrs = None, (None, None)
     if prepack or (prepack is None and tokens >= lib.packed_min_rows_by_copies[copies]):
         packed = [_packed(lib, w, prepack, copies) for w in (gate_up_proj, down_proj)]
-    else:
-        packed = None
-    hidden, gate_up_proj, down_proj = (t.contiguous() for t in (hidden, gate_up_proj, down_proj))
+        packed_ptrs = [None if p is None else p.data_ptr() for p in packed]
+    hidden = hidden.contiguous()
+    gate_up_proj = gate_up_proj.contiguous()
+    down_proj = down_proj.contiguous()
     if expert_ids.dtype != torch.int64:
         expert_ids = expert_ids.to(torch.int64)
     if weights.dtype != torch.float32:
@@ -170,12 +173,13 @@ def _run(
     expert_ids, weights = expert_ids.contiguous(), weights.contiguous()
     out = torch.empty_like(hidden)
     threads = torch.get_num_threads()
-    floats, ints = _scratches(lib, tokens * top_k, size, inter, num_experts, threads)
+    floats, ints = _scratch_numels(lib, tokens * top_k, size, inter, num_experts, threads)
+    floats, ints = _scratch("floats", floats, torch.float32), _scratch("ints", ints, torch.int64)
     most = lib.moe_small_experts(
         hidden.data_ptr(),
         gate_up_proj.data_ptr(),
         down_proj.data_ptr(),
-        *(None if p is None else p.data_ptr() for p in packed or (None, None)),
+        *packed_ptrs,
         expert_ids.data_ptr(),
         weights.data_ptr(),
         tokens,
@@ -243,24 +247,12 @@ def _note_rows(
             _packed_weights[w] = (key, copies | {id(lib): int(most)})
 
 
-def _copies_on(lib: ctypes.CDLL) -> bool:
-    return _copies_mode == "on" or (_copies_mode == "auto" and lib.prepack_pays)
-
-
 def _entry(w: torch.Tensor) -> tuple[tuple, dict[int, torch.Tensor | int]]:
     """``w``'s key now (storage, version, shape) and what is kept for it under that key
     (nothing once it changed)."""
     key = (w.data_ptr(), w._version, tuple(w.shape))
     known = _packed_weights.get(w)
     return key, known[1] if known is not None and known[0] == key else {}
-
-
-def _scratches(
-    lib: ctypes.CDLL, rows: int, size: int, inter: int, num_experts: int, threads: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float and int64 scratch of a call."""
-    floats, ints = _scratch_numels(lib, rows, size, inter, num_experts, threads)
-    return _scratch("floats", floats, torch.float32), _scratch("ints", ints, torch.int64)
 
 
 @functools.lru_cache(maxsize=4096)
