@@ -2,6 +2,7 @@
 
     python bench/kernels.py                  # CPU, float32: full table (minutes on 2 cores)
     python bench/kernels.py --quick          # smoke run
+    python bench/kernels.py --tokens 1,8     # some sizes only
     python bench/kernels.py --device cuda    # GPU, bfloat16, and the full Qwen3-30B-A3B
                                              # layer (bench/gpu_check.sh)
 
@@ -336,12 +337,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few sizes, 2 repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--tokens", help="comma-separated token counts (default: all sizes)")
     args = parser.parse_args()
     dev = Device(
         torch.device(args.device), torch.bfloat16 if args.device == "cuda" else torch.float32
     )
     shapes = GPU_SHAPES if dev.cuda else SHAPES
     tokens = (1, 32, 256) if args.quick else (GPU_TOKENS if dev.cuda else TOKENS)
+    if args.tokens:
+        tokens = tuple(int(t) for t in args.tokens.split(","))
+        assert all(t >= 1 for t in tokens), f"--tokens must be positive, got {args.tokens}"
     repeats = args.repeats or (2 if args.quick else 7)
     assert repeats >= 1
     table = run(tokens, shapes[:1] if args.quick else shapes, repeats, dev)

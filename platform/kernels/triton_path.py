@@ -32,11 +32,16 @@ __all__ = ["BLOCK_CONFIGS", "align_block_size", "fused_experts", "is_available"]
 
 # Tuned block sizes are data: keyed by the largest mean rows per expert they
 # serve. Untuned on real GPUs (no GPU in this project's CI); vLLM's defaults.
+# A config may also name the launch's "num_warps" and "num_stages" (Triton's
+# defaults otherwise); bench/triton_configs.py times candidates on a GPU.
 BLOCK_CONFIGS: tuple[tuple[float, dict[str, int]], ...] = (
     (16.0, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64}),
     (128.0, {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}),
     (float("inf"), {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}),
 )
+
+
+_LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 def is_available() -> bool:
@@ -112,6 +117,9 @@ def fused_experts(
     if config is None:
         config = pick_config(num_rows / max(num_experts, 1))
     block_m, block_n, block_k = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    launch = {key: config[key] for key in _LAUNCH_OPTIONS if key in config}
+    unknown = set(config) - {"BLOCK_M", "BLOCK_N", "BLOCK_K", *_LAUNCH_OPTIONS}
+    assert not unknown, f"unknown Triton config keys {sorted(unknown)}"
     sorted_rows, block_expert = align_block_size(expert_ids, num_experts, start, block_m)
     hidden = hidden.contiguous()
     gate_up_proj, down_proj = gate_up_proj.contiguous(), down_proj.contiguous()
@@ -125,7 +133,7 @@ def fused_experts(
         hidden, gate_up_proj, act, sorted_rows, block_expert,
         num_rows, top_k, hidden_size, inter,
         hidden.stride(0), gate_up_proj.stride(0), gate_up_proj.stride(1), act.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=fp32_dot,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=fp32_dot, **launch,
     )  # fmt: skip
     rows_out = hidden.new_zeros(num_rows, hidden_size)  # (S, H) routing order
     grid = (block_expert.numel(), _cdiv(hidden_size, block_n))
@@ -133,7 +141,7 @@ def fused_experts(
         act, down_proj, rows_out, sorted_rows, block_expert, flat_weights,
         num_rows, hidden_size, inter,
         act.stride(0), down_proj.stride(0), down_proj.stride(1), rows_out.stride(0),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=fp32_dot,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FP32_DOT=fp32_dot, **launch,
     )  # fmt: skip
     return rows_out.view(num_tokens, top_k, hidden_size).sum(dim=1)  # (tokens, H)
 

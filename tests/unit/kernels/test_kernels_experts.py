@@ -192,3 +192,29 @@ def test_backward_bf16_close_to_fp32_reference(shape, strategy):
         assert got.grad.dtype == torch.bfloat16
         scale = ref.grad.abs().max().item()
         torch.testing.assert_close(got.grad.float(), ref.grad, rtol=0.05, atol=0.05 * scale)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here (bench/gpu_check.sh)")
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_torch_path_on_cuda_in_bfloat16_forward_and_backward(shape):
+    # what training runs on a GPU: the torch path under autograd (Triton is forward-only)
+    inputs = [t.cuda() for t in _problem(*shape, torch.bfloat16)]
+    leaves = [t.clone().requires_grad_() for t in inputs[:4]]
+    ref_leaves = [t.float().requires_grad_() for t in inputs[:4]]
+    out = experts(*leaves, inputs[4], backend="torch")
+    ref = ref_experts(*ref_leaves, inputs[4])
+    assert out.dtype == torch.bfloat16 and out.is_cuda
+    torch.testing.assert_close(out.float(), ref, **_tolerance(torch.bfloat16))
+    grad_out = torch.randn(ref.shape, device="cuda", generator=_cuda_generator())
+    out.backward(grad_out.to(torch.bfloat16))
+    ref.backward(grad_out)
+    names = ("hidden", "gate_up", "down", "weights")
+    for name, got, want in zip(names, leaves, ref_leaves, strict=True):
+        scale = want.grad.abs().max().item()  # as test_backward_bf16_close_to_fp32_reference
+        torch.testing.assert_close(
+            got.grad.float(), want.grad, rtol=0.05, atol=0.05 * scale, msg=name
+        )
+
+
+def _cuda_generator() -> torch.Generator:
+    return torch.Generator(device="cuda").manual_seed(1)

@@ -2,6 +2,9 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,8 @@ if not triton_path.is_available():  # pragma: no cover - caller forced TRITON_IN
     pytest.skip("no GPU and TRITON_INTERPRET is not 1", allow_module_level=True)
 
 SMALL = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
+# On a GPU machine (bench/gpu_check.sh) Triton compiles for real and needs CUDA tensors.
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 
 
 def _problem(tokens, num_experts, top_k, hidden, inter, dtype):
@@ -26,7 +31,7 @@ def _problem(tokens, num_experts, top_k, hidden, inter, dtype):
     gate_up = torch.randn(num_experts, 2 * inter, hidden, generator=gen) / hidden**0.5
     down = torch.randn(num_experts, hidden, inter, generator=gen) / inter**0.5
     weights, ids = route(torch.randn(tokens, num_experts, generator=gen), top_k, True)
-    return [t.to(dtype) for t in (x, gate_up, down, weights)] + [ids]
+    return [t.to(DEVICE, dtype) for t in (x, gate_up, down, weights)] + [ids.to(DEVICE)]
 
 
 @pytest.mark.parametrize(
@@ -63,3 +68,25 @@ def test_align_block_size_pads_each_expert_to_block():
 def test_block_configs_cover_every_size():
     assert triton_path.pick_config(0.0)["BLOCK_M"] >= 16
     assert triton_path.pick_config(1e9) == triton_path.BLOCK_CONFIGS[-1][1]
+
+
+def test_configs_may_name_launch_options_and_nothing_else():
+    x, gate_up, down, weights, ids = _problem(9, 4, 2, 32, 16, torch.float32)
+    want = triton_path.fused_experts(x, gate_up, down, weights, ids, config=SMALL)
+    launch = SMALL | {"num_warps": 8, "num_stages": 3}
+    got = triton_path.fused_experts(x, gate_up, down, weights, ids, config=launch)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # the interpreter ignores them
+    with pytest.raises(AssertionError, match="unknown Triton config keys"):
+        triton_path.fused_experts(x, gate_up, down, weights, ids, config=SMALL | {"GROUP_M": 8})
+
+
+def test_config_sweep_runs_under_the_interpreter():
+    # bench/triton_configs.py is what a GPU session tunes BLOCK_CONFIGS with: keep it working
+    script = Path(__file__).resolve().parents[3] / "bench" / "triton_configs.py"
+    env = os.environ | {"TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| tiny |")]
+    assert len(rows) == 4 and all("2 (none)" in row for row in rows)  # progress, then the table
