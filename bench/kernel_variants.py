@@ -19,8 +19,10 @@ passes that take the near one), UNITS_PER_THREAD (work units per thread),
 PREPACK_PAYS (keep packed copies), COPIES_MIN_ROWS (the packed path's start with copies).
 
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
-every variant, each round starting one variant later (the call right after the
-probe ran up to 14 % slower), with the last-level cache flushed before each call
+every variant, in a new order each round (the call right after the probe ran up to
+14 % slower, and a rotated fixed order kept each variant's predecessor: on Zen 5 the
+default build on its own clones of the weights measured 1.05-1.07x at one token, the
+same code), with the last-level cache flushed before each call
 (weights from DRAM, as in bench/kernels.py); each size runs for ``--seconds``.
 The shared hosts here switch between bandwidth levels every few seconds (about 34
 and 58 GB/s on a Zen 4 host), and a variant can win at one level and lose at the
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import random
 import statistics
 import sys
 import time
@@ -107,9 +110,8 @@ def main() -> None:
             start = time.perf_counter()
             big.sum()
             ms = {"GB/s": 2**30 / (time.perf_counter() - start) / 1e9}
-            names = list(kernels)
-            shift = len(rounds) % len(names)  # each round starts one variant later
-            for name in names[shift:] + names[:shift]:
+            # a new order every round (seeded): a call's predecessor moves its time
+            for name in random.Random(len(rounds)).sample(list(kernels), len(kernels)):
                 flush.sum()
                 start = time.perf_counter()
                 kernels[name](x, *own.get(name, (gate_up, down)), weights, ids)

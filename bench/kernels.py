@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import platform
+import random
 import statistics
 import sys
 import time
@@ -108,16 +109,19 @@ def rounds_ms(
 ) -> dict[str, list[float]]:
     """Each call's ms in each of ``repeats`` rounds (round r is element r), run
     round-robin so that load from other users of the (shared) machine hits every
-    implementation alike; each round starts one implementation later, so none
-    always runs right after the same other (what ran just before moved a call's
-    time by up to 16 %)."""
+    implementation alike; each round runs them in a new order (seeded), so none
+    always runs right after the same other: what ran just before moved a call's
+    time by up to 16 %, and on Zen 5 a one-token call right after a big GEMM or
+    batched_mm took 1.07-1.12x as long as right after a read, despite the flush
+    between. (Rotating a fixed order, as before 2026-11-30 midday, kept each call's
+    predecessor: moeplane ran after batched_mm in nearly every round.)"""
     for call in calls.values():  # warm-up: allocator, MKL buffers, Triton compiles, and
         call()  # moeplane's packed copies of the weights, which the second call makes
         call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in random.Random(r).sample(names, len(names)):
             times[name].append(_timed(calls[name], flush, dev) * 1e3)
     return times
 
