@@ -14,6 +14,7 @@ values measured on AMD Zen 3 and 4, which the build passes on AMD CPUs before fa
 26; 5: those and Zen 5's, from family 26 on; 0: those measured on an Intel Xeon),
 LANES (8 or 16), XT_MIN_ROWS / XT_MAX_ROWS (token tiles), WR, MR (up to 12),
 BLOCK_ROWS, PACKED_MIN_ROWS, SPREAD_PASSES, BALANCED_PASSES (passes of equal size),
+ONE_PASS_FETCHES_ALL (a block's only pass fetches all of the next),
 PREFETCH_AHEAD / PREFETCH_NEAR / NEAR_ROWS (prefetch distance in floats, and the
 passes that take the near one), UNITS_PER_THREAD (work units per thread),
 PREPACK_PAYS (keep packed copies), COPIES_MIN_ROWS (the packed path's start with copies).
