@@ -22,8 +22,8 @@ PREPACK_PAYS (keep packed copies), COPIES_MIN_ROWS (the packed path's start with
 Each round times a ``sum`` over 1 GiB (the bandwidth free at that moment), then
 every variant, in a new order each round (the call right after the probe ran up to
 14 % slower, and a rotated fixed order kept each variant's predecessor: on Zen 5 the
-default build on its own clones of the weights measured 1.05-1.07x at one token, the
-same code), with the last-level cache flushed before each call
+"packed per call" column, the default's own code at one token, measured 0.975 that
+way and 1.006 since), with the last-level cache flushed before each call
 (weights from DRAM, as in bench/kernels.py); each size runs for ``--seconds``.
 The shared hosts here switch between bandwidth levels every few seconds (about 34
 and 58 GB/s on a Zen 4 host), and a variant can win at one level and lose at the
