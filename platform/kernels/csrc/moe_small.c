@@ -290,6 +290,9 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * 128-192 tokens, 1.10-1.12x at 256, 1.06x at 512, the same at 1024-2048; E64 1.01-1.05x at
  * 64-256, 1.00 at 512, 1.01-1.02x slower at 1024. The AVX2 build on that host: the same
  * (0.99-1.02). Zen 4 and the Xeon have not measured it. */
+#ifndef BALANCED_PASSES
+#define BALANCED_PASSES (LANES == 16)
+#endif
 /* A block's only pass (at most MR rows) fetches all of the next block, up to 2 lines per step,
  * instead of half of it (the hardware prefetchers bringing the rest). AVX-512 on Zen 5, calls in
  * a new order each round, two runs: E64 1.02-1.04x faster at 32-64 tokens (4-8 rows per expert)
@@ -298,9 +301,6 @@ static void swiglu(const float *restrict gate, const float *restrict up, float *
  * are k lines). */
 #ifndef ONE_PASS_FETCHES_ALL
 #define ONE_PASS_FETCHES_ALL (TUNE_ZEN >= 5)
-#endif
-#ifndef BALANCED_PASSES
-#define BALANCED_PASSES (LANES == 16)
 #endif
 
 /* LANES x LANES transpose of r[] by swapping off-diagonal blocks of LANES / 2, ..., 1. */
